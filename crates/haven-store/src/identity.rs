@@ -1,0 +1,381 @@
+//! Organisations, users, credentials and MFA state. Every method that reads or changes a user
+//! takes the caller's organisation and scopes its query by it: a user id of another
+//! organisation is simply not found.
+
+use haven_domain::audit::AuditRecord;
+use haven_domain::org::{OrgPolicy, Organization};
+use haven_domain::roles::RoleSet;
+use haven_domain::user::{User, UserStatus};
+use haven_domain::{OrgId, UserId};
+use jiff::Timestamp;
+
+use crate::rows::{self, ORG_COLUMNS, USER_COLUMNS, flag, get, ms};
+use crate::{Store, StoreError, StoreResult, audit};
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// The new id.
+    pub id: UserId,
+    /// The organisation.
+    pub org_id: OrgId,
+    /// Normalised login name.
+    pub username: String,
+    /// Display name.
+    pub display_name: String,
+    /// Roles.
+    pub roles: RoleSet,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// What sign-in needs to know about an account, found by username.
+#[derive(Debug, Clone)]
+pub struct LoginCandidate {
+    /// The user.
+    pub user: User,
+    /// Their organisation's policy.
+    pub policy: OrgPolicy,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// The sealed TOTP secret, when enrolled.
+    pub totp_sealed: Option<Vec<u8>>,
+    /// The sealed TOTP secret of an enrolment not yet confirmed.
+    pub totp_pending_sealed: Option<Vec<u8>>,
+    /// The last TOTP step accepted.
+    pub totp_last_step: Option<i64>,
+}
+
+/// One page of users, ordered by username.
+#[derive(Debug, Clone)]
+pub struct UserPage {
+    /// The users.
+    pub users: Vec<User>,
+    /// The username to pass as `after` for the next page, if there is one.
+    pub next_after: Option<String>,
+}
+
+impl Store {
+    /// Creates an organisation.
+    pub async fn create_org(&self, org: &Organization, audit_rec: &AuditRecord) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO organizations (id, name, mfa_required, inactivity_timeout_seconds,
+             session_lifetime_seconds, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(org.id.to_string())
+        .bind(&org.name)
+        .bind(flag(org.policy.mfa_required))
+        .bind(i64::from(org.policy.inactivity_timeout_seconds))
+        .bind(i64::from(org.policy.session_lifetime_seconds))
+        .bind(ms(org.created_at))
+        .execute(&mut *tx)
+        .await?;
+        audit::append(&mut tx, audit_rec, org.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An organisation by id.
+    pub async fn org(&self, id: OrgId) -> StoreResult<Organization> {
+        let sql = format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        rows::org(&row)
+    }
+
+    /// Every organisation, by name (for the operator's CLI).
+    pub async fn orgs(&self) -> StoreResult<Vec<Organization>> {
+        let sql = format!("SELECT {ORG_COLUMNS} FROM organizations ORDER BY name, id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.read).await?;
+        rows.iter().map(rows::org).collect()
+    }
+
+    /// Replaces an organisation's policy.
+    pub async fn set_org_policy(
+        &self,
+        id: OrgId,
+        policy: &OrgPolicy,
+        audit_rec: &AuditRecord,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE organizations SET mfa_required = $1, inactivity_timeout_seconds = $2,
+             session_lifetime_seconds = $3 WHERE id = $4",
+        )
+        .bind(flag(policy.mfa_required))
+        .bind(i64::from(policy.inactivity_timeout_seconds))
+        .bind(i64::from(policy.session_lifetime_seconds))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        audit::append(&mut tx, audit_rec, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Creates a user; `Conflict("username")` when the name is taken anywhere on the server.
+    pub async fn create_user(
+        &self,
+        u: &NewUser,
+        audit_rec: &AuditRecord,
+        now: Timestamp,
+    ) -> StoreResult<User> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, org_id, username, display_name, roles, status, password_hash,
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7)",
+        )
+        .bind(u.id.to_string())
+        .bind(u.org_id.to_string())
+        .bind(&u.username)
+        .bind(&u.display_name)
+        .bind(u.roles.to_storage())
+        .bind(&u.password_hash)
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(rows::conflict("username"))?;
+        audit::append(&mut tx, audit_rec, now).await?;
+        tx.commit().await?;
+        Ok(User {
+            id: u.id,
+            org_id: u.org_id,
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+            roles: u.roles.clone(),
+            status: UserStatus::Active,
+            mfa_enrolled: false,
+            created_at: now,
+        })
+    }
+
+    /// A user of organisation `org`.
+    pub async fn user(&self, org: OrgId, id: UserId) -> StoreResult<User> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND org_id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .bind(org.to_string())
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        rows::user(&row)
+    }
+
+    /// A user of organisation `org` by username.
+    pub async fn user_by_username(&self, org: OrgId, username: &str) -> StoreResult<User> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1 AND org_id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(username)
+            .bind(org.to_string())
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        rows::user(&row)
+    }
+
+    /// A page of an organisation's users, ordered by username, after `after`.
+    pub async fn users(&self, org: OrgId, after: Option<&str>, limit: u32) -> StoreResult<UserPage> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE org_id = $1 AND username > $2
+             ORDER BY username LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(org.to_string())
+            .bind(after.unwrap_or(""))
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.read)
+            .await?;
+        let mut users = rows.iter().map(rows::user).collect::<StoreResult<Vec<_>>>()?;
+        let next_after = if users.len() > limit as usize {
+            users.truncate(limit as usize);
+            users.last().map(|u| u.username.clone())
+        } else {
+            None
+        };
+        Ok(UserPage { users, next_after })
+    }
+
+    /// Everything sign-in needs, by username (server-wide: usernames are unique).
+    pub async fn login_candidate(&self, username: &str) -> StoreResult<Option<LoginCandidate>> {
+        let sql = format!(
+            "SELECT u.{cols}, u.password_hash, u.totp_sealed AS totp, u.totp_pending_sealed AS pending,
+                    u.totp_last_step, o.mfa_required, o.inactivity_timeout_seconds,
+                    o.session_lifetime_seconds
+             FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.username = $1",
+            cols = USER_COLUMNS.replace(", ", ", u.")
+        );
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(username)
+            .fetch_optional(&self.read)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(LoginCandidate {
+            user: rows::user(&row)?,
+            policy: rows::policy(&row)?,
+            password_hash: get(&row, "password_hash")?,
+            totp_sealed: get(&row, "totp")?,
+            totp_pending_sealed: get(&row, "pending")?,
+            totp_last_step: get(&row, "totp_last_step")?,
+        }))
+    }
+
+    /// Replaces a user's roles.
+    pub async fn set_user_roles(
+        &self,
+        org: OrgId,
+        id: UserId,
+        roles: &RoleSet,
+        audit_rec: &AuditRecord,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query("UPDATE users SET roles = $1, updated_at = $2 WHERE id = $3 AND org_id = $4")
+            .bind(roles.to_storage())
+            .bind(ms(now))
+            .bind(id.to_string())
+            .bind(org.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        audit::append(&mut tx, audit_rec, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deactivates a user and ends every one of their sessions, in one transaction.
+    pub async fn deactivate_user(
+        &self,
+        org: OrgId,
+        id: UserId,
+        audit_rec: &AuditRecord,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET status = 'deactivated', updated_at = $1 WHERE id = $2 AND org_id = $3",
+        )
+        .bind(ms(now))
+        .bind(id.to_string())
+        .bind(org.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        crate::sessions::end_all(&mut tx, id, None, "user_deactivated", now).await?;
+        audit::append(&mut tx, audit_rec, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a user's authenticator and recovery codes and ends their sessions; they must
+    /// enrol again at next sign-in.
+    pub async fn reset_mfa(
+        &self,
+        org: OrgId,
+        id: UserId,
+        audit_rec: &AuditRecord,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET totp_sealed = NULL, totp_pending_sealed = NULL, totp_last_step = NULL,
+             updated_at = $1 WHERE id = $2 AND org_id = $3",
+        )
+        .bind(ms(now))
+        .bind(id.to_string())
+        .bind(org.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        crate::sessions::end_all(&mut tx, id, None, "mfa_reset", now).await?;
+        audit::append(&mut tx, audit_rec, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores a new password hash and ends every session of the user but `keep`.
+    pub async fn set_password(
+        &self,
+        org: OrgId,
+        id: UserId,
+        password_hash: &str,
+        keep: Option<haven_domain::SessionId>,
+        audit_rec: &AuditRecord,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND org_id = $4",
+        )
+        .bind(password_hash)
+        .bind(ms(now))
+        .bind(id.to_string())
+        .bind(org.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        crate::sessions::end_all(&mut tx, id, keep, "password_changed", now).await?;
+        audit::append(&mut tx, audit_rec, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores the sealed secret of an enrolment in progress (replacing any earlier one).
+    pub async fn set_pending_totp(
+        &self,
+        org: OrgId,
+        id: UserId,
+        sealed: &[u8],
+        audit_rec: &AuditRecord,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET totp_pending_sealed = $1, updated_at = $2
+             WHERE id = $3 AND org_id = $4 AND totp_sealed IS NULL",
+        )
+        .bind(sealed.to_vec())
+        .bind(ms(now))
+        .bind(id.to_string())
+        .bind(org.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict("mfa_already_enrolled"));
+        }
+        audit::append(&mut tx, audit_rec, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How many unused recovery codes a user has left.
+    pub async fn recovery_codes_left(&self, id: UserId) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+        )
+        .bind(id.to_string())
+        .fetch_one(&self.read)
+        .await?)
+    }
+}

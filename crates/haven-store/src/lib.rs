@@ -1,0 +1,187 @@
+//! Haven's storage: one narrow interface, [`Store`], whose methods are domain operations. Each
+//! write runs in one transaction and appends its audit record in that same transaction, so an
+//! action and its audit entry are committed together or not at all.
+//!
+//! One code path serves both backends: SQL is written once in the dialect SQLite and PostgreSQL
+//! share and runs through sqlx's `Any` driver. Only the migrations (one folder per backend) and
+//! connection setup differ. The backend is chosen once, from the database URL.
+
+mod audit;
+mod identity;
+mod migrate;
+mod rows;
+mod sessions;
+mod throttle;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Connection, Executor};
+
+pub use audit::StoredAudit;
+pub use identity::{LoginCandidate, NewUser, UserPage};
+pub use sessions::{MfaProof, NewSession, SessionRecord};
+
+/// Storage errors: few, so callers can act on them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row does not exist (or is not visible in the caller's organisation).
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was broken; the field names which one.
+    #[error("conflict on {0}")]
+    Conflict(&'static str),
+    /// The database URL or settings are unusable.
+    #[error("{0}")]
+    Config(String),
+    /// Stored data could not be interpreted (never expected; reported, never guessed at).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(&'static str),
+    /// A migration problem.
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Result alias for storage calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite (WAL, synchronous=FULL).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// Chooses the backend from a database URL, refusing anything else.
+    pub fn from_url(url: &str) -> StoreResult<Self> {
+        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
+        match scheme {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => Err(StoreError::Config(format!(
+                "database.url must start with sqlite:// or postgres:// (got scheme {:?})",
+                scheme
+            ))),
+        }
+    }
+
+    /// A short name for logs and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Maximum connections of the read pool (the write pool of SQLite always has one).
+    pub max_connections: u32,
+    /// How long to wait for a connection before failing a request.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { max_connections: 8, acquire_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// The store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    read: AnyPool,
+    /// All writes go through this pool. On SQLite it has one connection, so write transactions
+    /// never contend for the file lock; on PostgreSQL it is the same pool as `read`.
+    write: AnyPool,
+    backend: Backend,
+}
+
+/// The SQLite URL of the default database file inside a data directory.
+pub fn sqlite_url_for(data_dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("haven.db").display())
+}
+
+impl Store {
+    /// Connects to the database named by `url` and applies pending migrations.
+    pub async fn open(url: &str, opts: &StoreOptions) -> StoreResult<Self> {
+        let store = Self::connect(url, opts).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating (for `haven migrate --status` and tests of migration).
+    pub async fn connect(url: &str, opts: &StoreOptions) -> StoreResult<Self> {
+        let backend = Backend::from_url(url)?;
+        sqlx::any::install_default_drivers();
+        let connect: AnyConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Config(format!("database.url is not a valid URL: {e}")))?;
+        let pool = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(opts.acquire_timeout)
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            // WAL lets readers proceed during a write; synchronous=FULL makes
+                            // every commit durable across power loss, not just process crashes.
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                            )
+                            .await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .connect_with(connect.clone())
+        };
+        let (read, write) = match backend {
+            Backend::Sqlite => {
+                let write = pool(1).await?;
+                let read = pool(opts.max_connections.max(1)).await?;
+                (read, write)
+            }
+            Backend::Postgres => {
+                let p = pool(opts.max_connections.max(2)).await?;
+                (p.clone(), p)
+            }
+        };
+        Ok(Self { read, write, backend })
+    }
+
+    /// Applies pending migrations; returns how many were applied.
+    pub async fn migrate(&self) -> StoreResult<usize> {
+        let mut conn = self.write.acquire().await?;
+        migrate::run(&mut conn, self.backend).await
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Checks the database answers (for `/readyz`).
+    pub async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.read.acquire().await?;
+        conn.ping().await?;
+        Ok(())
+    }
+
+    /// Closes every connection, waiting for running statements to finish. On SQLite this also
+    /// checkpoints the WAL into the main file.
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}

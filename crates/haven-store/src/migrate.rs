@@ -1,0 +1,88 @@
+//! Migrations: one folder per backend, embedded in the binary, applied in order inside one
+//! transaction each. A shipped migration is never edited: the checksum of every applied one is
+//! compared with the embedded file, and a mismatch stops the server.
+
+use sha2::{Digest, Sha256};
+use sqlx::{AnyConnection, Connection, Row};
+
+use crate::{Backend, StoreError, StoreResult};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "identity",
+    sqlite: include_str!("../migrations/sqlite/0001_identity.sql"),
+    postgres: include_str!("../migrations/postgres/0001_identity.sql"),
+}];
+
+fn checksum(sql: &str) -> String {
+    data_encoding::HEXLOWER.encode(&Sha256::digest(sql.as_bytes()))
+}
+
+pub(crate) async fn run(conn: &mut AnyConnection, backend: Backend) -> StoreResult<usize> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS haven_migrations (
+            version BIGINT PRIMARY KEY, name TEXT NOT NULL,
+            checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let mut applied = 0;
+    for m in MIGRATIONS {
+        let sql = match backend {
+            Backend::Sqlite => m.sqlite,
+            Backend::Postgres => m.postgres,
+        };
+        let mut tx = conn.begin().await?;
+        if backend == Backend::Postgres {
+            // Serialises concurrent starters (several nodes) on the migrations table.
+            sqlx::raw_sql("LOCK TABLE haven_migrations IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+        }
+        let existing = sqlx::query("SELECT checksum FROM haven_migrations WHERE version = $1")
+            .bind(m.version)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = existing {
+            let stored: String = row.try_get("checksum")?;
+            if stored != checksum(sql) {
+                return Err(StoreError::Migration(format!(
+                    "migration {} ({}) differs from the one applied to this database",
+                    m.version, m.name
+                )));
+            }
+            continue;
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO haven_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(checksum(sql))
+        .bind(jiff::Timestamp::now().as_millisecond())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+        applied += 1;
+    }
+    // Refuse a database written by a newer Haven.
+    let newest: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM haven_migrations")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("v")?;
+    let known = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+    if newest.unwrap_or(0) > known {
+        return Err(StoreError::Migration(format!(
+            "the database is at schema version {}, newer than this Haven ({known}); upgrade Haven",
+            newest.unwrap_or(0)
+        )));
+    }
+    Ok(applied)
+}

@@ -1,0 +1,290 @@
+//! Sessions: created at sign-in, promoted when MFA completes (with a new token), touched on
+//! activity, ended by logout, timeout, password change, MFA reset or deactivation. Only token
+//! digests are stored.
+
+use haven_domain::audit::AuditRecord;
+use haven_domain::org::OrgPolicy;
+use haven_domain::session::SessionState;
+use haven_domain::user::User;
+use haven_domain::{OrgId, SessionId, UserId};
+use jiff::Timestamp;
+use sqlx::AnyConnection;
+
+use crate::rows::{self, USER_COLUMNS, get, ms, ts};
+use crate::{Store, StoreError, StoreResult, audit};
+
+/// A session to create.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// Its id.
+    pub id: SessionId,
+    /// SHA-256 of the token, hex.
+    pub token_digest: String,
+    /// The user's organisation.
+    pub org_id: OrgId,
+    /// The user.
+    pub user_id: UserId,
+    /// Sign-in state.
+    pub state: SessionState,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Absolute end.
+    pub expires_at: Timestamp,
+    /// Client address.
+    pub address: Option<String>,
+    /// Client User-Agent (truncated).
+    pub user_agent: Option<String>,
+}
+
+/// A live session with its user and the user's organisation policy.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// Its id.
+    pub id: SessionId,
+    /// Sign-in state.
+    pub state: SessionState,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last recorded activity.
+    pub last_seen_at: Timestamp,
+    /// Absolute end.
+    pub expires_at: Timestamp,
+    /// The user.
+    pub user: User,
+    /// The user's organisation policy.
+    pub policy: OrgPolicy,
+}
+
+/// How a sign-in's second step was proven.
+#[derive(Debug, Clone)]
+pub enum MfaProof {
+    /// A TOTP code of this step (must be newer than the last one used).
+    TotpStep(i64),
+    /// A recovery code with this digest (must be unused).
+    RecoveryCode(String),
+    /// A first enrolment confirmed with this step; these recovery-code digests are issued.
+    Enrolment {
+        /// The step of the confirming code.
+        step: i64,
+        /// Digests of the new recovery codes.
+        recovery_digests: Vec<String>,
+    },
+}
+
+async fn insert(conn: &mut AnyConnection, s: &NewSession) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO sessions (id, token_hash, org_id, user_id, state, created_at, last_seen_at,
+         expires_at, address, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9)",
+    )
+    .bind(s.id.to_string())
+    .bind(&s.token_digest)
+    .bind(s.org_id.to_string())
+    .bind(s.user_id.to_string())
+    .bind(s.state.as_str())
+    .bind(ms(s.created_at))
+    .bind(ms(s.expires_at))
+    .bind(s.address.clone())
+    .bind(s.user_agent.clone())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends every live session of `user` except `keep`.
+pub(crate) async fn end_all(
+    conn: &mut AnyConnection,
+    user: UserId,
+    keep: Option<SessionId>,
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let done = sqlx::query(
+        "UPDATE sessions SET ended_at = $1, end_reason = $2
+         WHERE user_id = $3 AND ended_at IS NULL AND id <> $4",
+    )
+    .bind(ms(now))
+    .bind(reason)
+    .bind(user.to_string())
+    .bind(keep.map(|k| k.to_string()).unwrap_or_default())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+async fn end_one(
+    conn: &mut AnyConnection,
+    id: SessionId,
+    reason: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL",
+    )
+    .bind(ms(now))
+    .bind(reason)
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+impl Store {
+    /// Creates a session (a successful password step).
+    pub async fn create_session(&self, s: &NewSession, audit_rec: &AuditRecord) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        insert(&mut tx, s).await?;
+        audit::append(&mut tx, audit_rec, s.created_at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The live (not ended) session with this token digest, with its user and policy.
+    /// Whether it has timed out is for the caller to decide, with its clock.
+    pub async fn session_by_token(&self, token_digest: &str) -> StoreResult<Option<SessionRecord>> {
+        let sql = format!(
+            "SELECT s.id AS sid, s.state, s.created_at AS s_created, s.last_seen_at, s.expires_at,
+                    u.{cols}, o.mfa_required, o.inactivity_timeout_seconds, o.session_lifetime_seconds
+             FROM sessions s JOIN users u ON u.id = s.user_id JOIN organizations o ON o.id = s.org_id
+             WHERE s.token_hash = $1 AND s.ended_at IS NULL",
+            cols = USER_COLUMNS.replace(", ", ", u.")
+        );
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(token_digest)
+            .fetch_optional(&self.read)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let state: String = get(&row, "state")?;
+        Ok(Some(SessionRecord {
+            id: rows::id(&get::<String>(&row, "sid")?)?,
+            state: SessionState::parse(&state).ok_or(StoreError::Corrupt("session state"))?,
+            created_at: ts(get(&row, "s_created")?)?,
+            last_seen_at: ts(get(&row, "last_seen_at")?)?,
+            expires_at: ts(get(&row, "expires_at")?)?,
+            user: rows::user(&row)?,
+            policy: rows::policy(&row)?,
+        }))
+    }
+
+    /// Records activity on a session.
+    pub async fn touch_session(&self, id: SessionId, now: Timestamp) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND ended_at IS NULL")
+            .bind(ms(now))
+            .bind(id.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends one session; false when it had already ended (nothing is recorded then).
+    pub async fn end_session(
+        &self,
+        id: SessionId,
+        reason: &str,
+        audit_rec: &AuditRecord,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write.begin().await?;
+        if !end_one(&mut tx, id, reason, now).await? {
+            return Ok(false);
+        }
+        audit::append(&mut tx, audit_rec, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends every session of a user of `org` ("sign out everywhere"); returns how many.
+    pub async fn end_user_sessions(
+        &self,
+        org: OrgId,
+        user: UserId,
+        reason: &str,
+        audit_rec: &AuditRecord,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        let mut tx = self.write.begin().await?;
+        let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = $1 AND org_id = $2")
+            .bind(user.to_string())
+            .bind(org.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        if exists == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let n = end_all(&mut tx, user, None, reason, now).await?;
+        audit::append(&mut tx, audit_rec, now).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Completes sign-in: spends the MFA proof, ends the pending session `old` and creates the
+    /// active session `new` (a fresh token), all in one transaction. Returns false, changing
+    /// nothing, when the proof was already spent (a replayed code) or `old` has ended.
+    pub async fn complete_mfa(
+        &self,
+        old: SessionId,
+        proof: &MfaProof,
+        new: &NewSession,
+        audit_rec: &AuditRecord,
+    ) -> StoreResult<bool> {
+        let now = new.created_at;
+        let user = new.user_id.to_string();
+        let mut tx = self.write.begin().await?;
+        let spent = match proof {
+            MfaProof::TotpStep(step) => sqlx::query(
+                "UPDATE users SET totp_last_step = $1
+                 WHERE id = $2 AND totp_sealed IS NOT NULL
+                   AND (totp_last_step IS NULL OR totp_last_step < $1)",
+            )
+            .bind(*step)
+            .bind(&user)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            MfaProof::RecoveryCode(digest) => sqlx::query(
+                "UPDATE recovery_codes SET used_at = $1
+                 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+            )
+            .bind(ms(now))
+            .bind(&user)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            MfaProof::Enrolment { step, recovery_digests } => {
+                let n = sqlx::query(
+                    "UPDATE users SET totp_sealed = totp_pending_sealed, totp_pending_sealed = NULL,
+                     totp_last_step = $1, updated_at = $2
+                     WHERE id = $3 AND totp_pending_sealed IS NOT NULL AND totp_sealed IS NULL",
+                )
+                .bind(*step)
+                .bind(ms(now))
+                .bind(&user)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                    .bind(&user)
+                    .execute(&mut *tx)
+                    .await?;
+                for d in recovery_digests {
+                    sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
+                        .bind(&user)
+                        .bind(d)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                n
+            }
+        };
+        if spent != 1 || !end_one(&mut tx, old, "mfa_completed", now).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert(&mut tx, new).await?;
+        audit::append(&mut tx, audit_rec, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}

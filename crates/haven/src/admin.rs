@@ -1,0 +1,159 @@
+//! `haven admin …`: the operator's commands, run directly against the database with the same
+//! use cases (and audit records) as the API, acting as the operator.
+
+use std::io::BufRead;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use haven_app::admin::CreateUser;
+use haven_app::{Actor, App};
+use haven_crypto::Secret;
+use haven_domain::OrgId;
+use haven_domain::roles::Role;
+
+use crate::config::Conf;
+
+/// Operator commands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an organisation.
+    CreateOrg {
+        /// Its name, e.g. "Riverside Clinic".
+        #[arg(long)]
+        name: String,
+    },
+    /// List organisations.
+    ListOrgs,
+    /// Create a user. Prints a generated password unless --password-stdin is given.
+    CreateUser {
+        /// Organisation name or id.
+        #[arg(long)]
+        org: String,
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// Name shown to colleagues.
+        #[arg(long)]
+        display_name: String,
+        /// A role (repeat for several): org_admin, clinician, nurse, front_desk, compliance_officer.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Read the initial password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Deactivate a user: their sessions end at once.
+    DeactivateUser {
+        /// Organisation name or id.
+        #[arg(long)]
+        org: String,
+        /// Login name.
+        #[arg(long)]
+        username: String,
+    },
+    /// Remove a user's authenticator; they enrol again at next sign-in.
+    ResetMfa {
+        /// Organisation name or id.
+        #[arg(long)]
+        org: String,
+        /// Login name.
+        #[arg(long)]
+        username: String,
+    },
+    /// List the users of an organisation.
+    ListUsers {
+        /// Organisation name or id.
+        #[arg(long)]
+        org: String,
+    },
+}
+
+async fn resolve_org(app: &App, org: &str) -> anyhow::Result<OrgId> {
+    let orgs = app.orgs(&Actor::Operator).await?;
+    if let Ok(id) = org.parse::<OrgId>()
+        && orgs.iter().any(|o| o.id == id)
+    {
+        return Ok(id);
+    }
+    let matches: Vec<_> = orgs.iter().filter(|o| o.name.eq_ignore_ascii_case(org)).collect();
+    match matches.as_slice() {
+        [one] => Ok(one.id),
+        [] => bail!("no organisation named {org:?} (see `haven admin list-orgs`)"),
+        _ => bail!("several organisations are named {org:?}; give the id instead"),
+    }
+}
+
+/// Runs an admin command.
+pub async fn run(conf: &Conf, data_dir: &std::path::Path, cmd: AdminCommand) -> anyhow::Result<()> {
+    let app = crate::serve::open_app(conf, data_dir).await?;
+    let op = Actor::Operator;
+    match cmd {
+        AdminCommand::CreateOrg { name } => {
+            let org = app.create_org(&op, &name).await?;
+            println!("created organisation {} ({})", org.name, org.id);
+        }
+        AdminCommand::ListOrgs => {
+            for o in app.orgs(&op).await? {
+                println!("{}  {}", o.id, o.name);
+            }
+        }
+        AdminCommand::CreateUser { org, username, display_name, roles, password_stdin } => {
+            let org = resolve_org(&app, &org).await?;
+            let roles = roles
+                .iter()
+                .map(|r| Role::parse(r).with_context(|| format!("--role: unknown role {r:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let (password, show) = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                (Secret::new(line.trim_end_matches(['\n', '\r']).to_owned()), false)
+            } else {
+                (app.generate_password(), true)
+            };
+            let printed = show.then(|| password.expose().clone());
+            let input = CreateUser { username, display_name, roles, password };
+            let user = app.create_user(&op, org, input).await?;
+            println!("created user {} ({})", user.username, user.id);
+            if let Some(p) = printed {
+                println!("initial password (shown once): {p}");
+            }
+        }
+        AdminCommand::DeactivateUser { org, username } => {
+            let org = resolve_org(&app, &org).await?;
+            let user = app.user_by_username(&op, org, &username).await?;
+            app.deactivate_user(&op, org, user.id).await?;
+            println!("deactivated {}; every session of theirs has ended", user.username);
+        }
+        AdminCommand::ResetMfa { org, username } => {
+            let org = resolve_org(&app, &org).await?;
+            let user = app.user_by_username(&op, org, &username).await?;
+            app.reset_mfa(&op, org, user.id).await?;
+            println!("reset MFA of {}; they will enrol again at next sign-in", user.username);
+        }
+        AdminCommand::ListUsers { org } => {
+            let org = resolve_org(&app, &org).await?;
+            let mut after: Option<String> = None;
+            println!("{:<36}  {:<20} {:<12} {:<5} ROLES", "ID", "USERNAME", "STATUS", "MFA");
+            loop {
+                let page = app.users(&op, org, after.as_deref(), 200).await?;
+                for u in &page.users {
+                    let roles: Vec<&str> = u.roles.roles().iter().map(|r| r.as_str()).collect();
+                    println!(
+                        "{:<36}  {:<20} {:<12} {:<5} {}",
+                        u.id,
+                        u.username,
+                        u.status.as_str(),
+                        if u.mfa_enrolled { "yes" } else { "no" },
+                        roles.join(",")
+                    );
+                }
+                match page.next_after {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+        }
+    }
+    app.store().close().await;
+    Ok(())
+}

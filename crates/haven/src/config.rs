@@ -1,0 +1,268 @@
+//! Configuration: a TOML file, then `HAVEN_*` environment variables, then validation into the
+//! settings the other crates take. Secrets may also come from `HAVEN_…_FILE`. The commented
+//! example (`haven config example`) is generated from the doc comments below, so it cannot
+//! drift from what is read.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use confique::Config;
+
+/// Haven's configuration file.
+#[derive(Debug, Config)]
+pub struct Conf {
+    /// Network listener.
+    #[config(nested)]
+    pub server: ServerConf,
+    /// Storage.
+    #[config(nested)]
+    pub database: DatabaseConf,
+    /// Password hashing and sign-in throttling.
+    #[config(nested)]
+    pub security: SecurityConf,
+    /// Encryption keys.
+    #[config(nested)]
+    pub keys: KeysConf,
+    /// Logging.
+    #[config(nested)]
+    pub log: LogConf,
+}
+
+/// Network listener.
+#[derive(Debug, Config)]
+pub struct ServerConf {
+    /// Address and port to listen on. An address other than loopback requires TLS (below) or
+    /// `proxy.tls_terminated = true`.
+    #[config(env = "HAVEN_SERVER_BIND", default = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Extra origins (scheme://host[:port]) allowed to make state-changing browser requests,
+    /// besides the host the request was sent to. Comma-separated in the environment.
+    #[config(env = "HAVEN_SERVER_ALLOWED_ORIGINS", parse_env = confique::env::parse::list_by_comma, default = [])]
+    pub allowed_origins: Vec<String>,
+    /// This server's name in audit records.
+    #[config(env = "HAVEN_SERVER_NODE_NAME", default = "haven")]
+    pub node_name: String,
+    /// Largest JSON request body accepted, in bytes.
+    #[config(env = "HAVEN_SERVER_JSON_BODY_LIMIT", default = 65536)]
+    pub json_body_limit: usize,
+    /// TLS, terminated by Haven itself.
+    #[config(nested)]
+    pub tls: TlsConf,
+    /// A TLS-terminating reverse proxy in front of Haven.
+    #[config(nested)]
+    pub proxy: ProxyConf,
+}
+
+/// TLS, terminated by Haven itself (rustls; TLS 1.2 and 1.3).
+#[derive(Debug, Config)]
+pub struct TlsConf {
+    /// PEM certificate chain.
+    #[config(env = "HAVEN_SERVER_TLS_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key.
+    #[config(env = "HAVEN_SERVER_TLS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// A TLS-terminating reverse proxy in front of Haven.
+#[derive(Debug, Config)]
+pub struct ProxyConf {
+    /// Set to true only when every client reaches Haven through a proxy that terminates TLS;
+    /// then Haven may listen on a non-loopback address without TLS of its own.
+    #[config(env = "HAVEN_SERVER_PROXY_TLS_TERMINATED", default = false)]
+    pub tls_terminated: bool,
+    /// Addresses of the proxies whose X-Forwarded-For and X-Forwarded-Proto are believed.
+    /// Comma-separated in the environment.
+    #[config(env = "HAVEN_SERVER_PROXY_TRUSTED", parse_env = confique::env::parse::list_by_comma, default = [])]
+    pub trusted: Vec<String>,
+}
+
+/// Storage.
+#[derive(Debug, Config)]
+pub struct DatabaseConf {
+    /// `sqlite:///path/to/haven.db` or `postgres://user@host/db`. Default: `haven.db` in the
+    /// data directory. May contain a password: can also be given as HAVEN_DATABASE_URL_FILE.
+    #[config(env = "HAVEN_DATABASE_URL")]
+    pub url: Option<String>,
+    /// Connections in the pool.
+    #[config(env = "HAVEN_DATABASE_MAX_CONNECTIONS", default = 8)]
+    pub max_connections: u32,
+}
+
+/// Password hashing and sign-in throttling.
+#[derive(Debug, Config)]
+pub struct SecurityConf {
+    /// Argon2id memory cost in KiB (OWASP minimum 19456).
+    #[config(env = "HAVEN_SECURITY_ARGON2_MEMORY_KIB", default = 19456)]
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    #[config(env = "HAVEN_SECURITY_ARGON2_ITERATIONS", default = 2)]
+    pub argon2_iterations: u32,
+    /// Failed sign-ins allowed per account within the window.
+    #[config(env = "HAVEN_SECURITY_MAX_FAILURES_PER_ACCOUNT", default = 5)]
+    pub max_failures_per_account: u32,
+    /// Failed sign-ins and codes allowed per source address within the window.
+    #[config(env = "HAVEN_SECURITY_MAX_FAILURES_PER_SOURCE", default = 50)]
+    pub max_failures_per_source: u32,
+    /// Wrong MFA codes allowed per account within the window.
+    #[config(env = "HAVEN_SECURITY_MAX_MFA_FAILURES", default = 5)]
+    pub max_mfa_failures: u32,
+    /// Length of the throttling window, in seconds.
+    #[config(env = "HAVEN_SECURITY_THROTTLE_WINDOW_SECONDS", default = 900)]
+    pub throttle_window_seconds: u32,
+}
+
+/// Encryption keys.
+#[derive(Debug, Config)]
+pub struct KeysConf {
+    /// File holding the 32-byte master key (base64). Generated with mode 0600 on first start
+    /// when missing. Default: `master.key` in the data directory.
+    #[config(env = "HAVEN_KEYS_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself (base64), instead of a file; for secret managers that inject
+    /// environment variables.
+    #[config(env = "HAVEN_KEYS_MASTER_KEY")]
+    pub master_key: Option<String>,
+}
+
+/// Logging.
+#[derive(Debug, Config)]
+pub struct LogConf {
+    /// A tracing filter: `info`, `haven=debug,info`, ...
+    #[config(env = "HAVEN_LOG_LEVEL", default = "info")]
+    pub level: String,
+    /// `text` or `json`.
+    #[config(env = "HAVEN_LOG_FORMAT", default = "text")]
+    pub format: String,
+}
+
+/// Loads the configuration: the file (if given; it must exist), then the environment.
+pub fn load(file: Option<&Path>) -> anyhow::Result<Conf> {
+    let mut builder = Conf::builder().env();
+    if let Some(f) = file {
+        if !f.is_file() {
+            bail!("the configuration file {} does not exist", f.display());
+        }
+        builder = builder.file(f);
+    }
+    let mut conf = builder.load().context("invalid configuration")?;
+    if let Some(url) = secret_from_file("HAVEN_DATABASE_URL", conf.database.url.is_some())? {
+        conf.database.url = Some(url);
+    }
+    Ok(conf)
+}
+
+/// Reads `NAME_FILE` when set; refuses when both `NAME` (or the file setting) and `NAME_FILE`
+/// are given.
+fn secret_from_file(name: &str, already_set: bool) -> anyhow::Result<Option<String>> {
+    let var = format!("{name}_FILE");
+    let Some(path) = std::env::var_os(&var) else { return Ok(None) };
+    if already_set {
+        bail!("{name} and {var} are both set: use one");
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{var}: cannot read {}", Path::new(&path).display()))?;
+    Ok(Some(text.trim().to_owned()))
+}
+
+/// The commented example configuration.
+pub fn example() -> String {
+    confique::toml::template::<Conf>(confique::toml::FormatOptions::default())
+}
+
+/// Where and how to listen, validated.
+#[derive(Debug)]
+pub struct Listen {
+    /// The address.
+    pub bind: SocketAddr,
+    /// Certificate and key, when Haven terminates TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Trusted proxies.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Conf {
+    /// Validates the listener settings; refuses a non-loopback address without TLS unless a
+    /// TLS-terminating proxy is declared.
+    pub fn listen(&self, bind_override: Option<&str>) -> anyhow::Result<Listen> {
+        let raw = bind_override.unwrap_or(&self.server.bind);
+        let bind: SocketAddr = raw
+            .parse()
+            .with_context(|| format!("server.bind: {raw:?} is not an address:port such as 127.0.0.1:8080"))?;
+        let tls = match (&self.server.tls.cert_file, &self.server.tls.key_file) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => bail!("server.tls: set both cert_file and key_file, or neither"),
+        };
+        if !bind.ip().is_loopback() && tls.is_none() && !self.server.proxy.tls_terminated {
+            bail!(
+                "refusing to listen on {bind} without TLS: set server.tls.cert_file and \
+                 server.tls.key_file, or set server.proxy.tls_terminated = true when a \
+                 TLS-terminating proxy is in front"
+            );
+        }
+        let trusted_proxies = self
+            .server
+            .proxy
+            .trusted
+            .iter()
+            .map(|p| p.parse().with_context(|| format!("server.proxy.trusted: {p:?} is not an IP address")))
+            .collect::<anyhow::Result<_>>()?;
+        for o in &self.server.allowed_origins {
+            if !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/') {
+                bail!("server.allowed_origins: {o:?} must look like https://host[:port]");
+            }
+        }
+        Ok(Listen { bind, tls, trusted_proxies })
+    }
+
+    /// The database URL, defaulting to SQLite in the data directory.
+    pub fn database_url(&self, data_dir: &Path) -> anyhow::Result<String> {
+        let url = match &self.database.url {
+            Some(u) => u.clone(),
+            None => haven_store::sqlite_url_for(data_dir),
+        };
+        haven_store::Backend::from_url(&url)?;
+        Ok(url)
+    }
+
+    /// The use-case settings.
+    pub fn app_settings(&self) -> anyhow::Result<haven_app::AppSettings> {
+        let s = &self.security;
+        if s.argon2_memory_kib < 8 * 1024 {
+            bail!("security.argon2_memory_kib: at least 8192 KiB is required (OWASP recommends 19456)");
+        }
+        if s.argon2_iterations == 0 {
+            bail!("security.argon2_iterations: must be at least 1");
+        }
+        for (name, v) in [
+            ("security.max_failures_per_account", s.max_failures_per_account),
+            ("security.max_failures_per_source", s.max_failures_per_source),
+            ("security.max_mfa_failures", s.max_mfa_failures),
+            ("security.throttle_window_seconds", s.throttle_window_seconds),
+        ] {
+            if v == 0 {
+                bail!("{name}: must be at least 1");
+            }
+        }
+        if self.database.max_connections == 0 {
+            bail!("database.max_connections: must be at least 1");
+        }
+        let window = jiff::SignedDuration::from_secs(s.throttle_window_seconds.into());
+        let policy = |max_failures| haven_domain::throttle::ThrottlePolicy { max_failures, window };
+        Ok(haven_app::AppSettings {
+            argon2: haven_crypto::password::Argon2Cost {
+                memory_kib: s.argon2_memory_kib,
+                iterations: s.argon2_iterations,
+                parallelism: 1,
+            },
+            account_throttle: policy(s.max_failures_per_account),
+            source_throttle: policy(s.max_failures_per_source),
+            mfa_throttle: policy(s.max_mfa_failures),
+            totp_issuer: "Haven".into(),
+            node_name: self.server.node_name.clone(),
+            default_policy: haven_domain::org::OrgPolicy::default(),
+        })
+    }
+}

@@ -1,0 +1,101 @@
+//! `haven`: the server and its command-line tool.
+
+mod admin;
+mod config;
+mod keys;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Haven: secure messaging for care teams.
+#[derive(Debug, Parser)]
+#[command(name = "haven", version, about)]
+struct Cli {
+    /// Directory for the embedded database, the master key and other local state.
+    #[arg(long, global = true, env = "HAVEN_DATA_DIR", default_value = "./haven-data")]
+    data_dir: PathBuf,
+    /// Configuration file (TOML). `haven config example` prints a commented one.
+    #[arg(long, global = true, env = "HAVEN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Create the demo organisation "Riverside Clinic" (once) and print its accounts.
+        #[arg(long)]
+        demo: bool,
+        /// Listen here instead of server.bind, e.g. 127.0.0.1:9000.
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Administer organisations and users directly on the database.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print a commented example configuration, generated from the code.
+    Example,
+    /// Validate the configuration (file and environment) and report problems.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Version => {
+            println!("haven {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", config::example());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check) => {
+            let conf = config::load(cli.config.as_deref())?;
+            conf.listen(None)?;
+            conf.app_settings()?;
+            conf.database_url(&cli.data_dir)?;
+            println!("configuration OK");
+            Ok(())
+        }
+        command => {
+            let conf = config::load(cli.config.as_deref())?;
+            serve::init_logging(&conf)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                match command {
+                    Command::Serve { demo, bind } => serve::serve(&conf, &cli.data_dir, demo, bind.as_deref()).await,
+                    Command::Migrate => serve::migrate(&conf, &cli.data_dir).await,
+                    Command::Admin(cmd) => admin::run(&conf, &cli.data_dir, cmd).await,
+                    _ => unreachable!("handled above"),
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `haven serve` and `haven migrate`: wiring configuration, keys, storage, the use cases and
+//! the HTTP layer, then serving until SIGTERM or SIGINT.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use haven_app::{App, OsEntropy, SystemClock};
+use haven_crypto::Secret;
+use haven_store::{Store, StoreOptions};
+
+use crate::config::Conf;
+
+/// Sets up logging: text or JSON lines on stderr, filtered by `log.level`.
+pub fn init_logging(conf: &Conf) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&conf.log.level)
+        .with_context(|| format!("log.level: {:?} is not a valid filter", conf.log.level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match conf.log.format.as_str() {
+        "text" => builder.init(),
+        "json" => builder.json().init(),
+        other => anyhow::bail!("log.format: {other:?} must be \"text\" or \"json\""),
+    }
+    Ok(())
+}
+
+fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+/// Opens storage (migrating it) and builds the application.
+pub async fn open_app(conf: &Conf, data_dir: &Path) -> anyhow::Result<App> {
+    ensure_data_dir(data_dir)?;
+    let settings = conf.app_settings()?;
+    let url = conf.database_url(data_dir)?;
+    let key = crate::keys::master_key(conf, data_dir)?;
+    let opts = StoreOptions { max_connections: conf.database.max_connections, ..StoreOptions::default() };
+    let store = Store::open(&url, &opts).await.context("cannot open the database")?;
+    let entropy: Arc<Mutex<dyn haven_domain::Entropy + Send>> = Arc::new(Mutex::new(OsEntropy));
+    Ok(App::new(store, &key, settings, Arc::new(SystemClock), entropy)?)
+}
+
+/// `haven migrate`.
+pub async fn migrate(conf: &Conf, data_dir: &Path) -> anyhow::Result<()> {
+    ensure_data_dir(data_dir)?;
+    let url = conf.database_url(data_dir)?;
+    let store = Store::connect(&url, &StoreOptions::default()).await.context("cannot open the database")?;
+    let applied = store.migrate().await?;
+    store.close().await;
+    println!("{} migration(s) applied; the {} database is up to date", applied, store.backend().name());
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// `haven serve`.
+pub async fn serve(conf: &Conf, data_dir: &Path, demo: bool, bind: Option<&str>) -> anyhow::Result<()> {
+    let listen = conf.listen(bind)?;
+    let tls = match &listen.tls {
+        Some((cert, key)) => Some(haven_http::serve::load_tls(cert, key)?),
+        None => None,
+    };
+    let app = open_app(conf, data_dir).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if demo {
+        print_demo(&app, scheme, listen.bind).await?;
+    }
+    let http = haven_http::HttpSettings {
+        tls: tls.is_some(),
+        trusted_proxies: listen.trusted_proxies.clone(),
+        allowed_origins: conf.server.allowed_origins.clone(),
+        json_body_limit: conf.server.json_body_limit,
+    };
+    let router = haven_http::router(haven_http::HttpState::new(app.clone(), http));
+    let tcp = tokio::net::TcpListener::bind(listen.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", listen.bind))?;
+    let addr = tcp.local_addr()?;
+    tracing::info!(%addr, backend = app.store().backend().name(), "Haven is listening");
+    println!("Haven is listening on {scheme}://{addr}");
+    haven_http::serve::serve(tcp, tls, router, shutdown_signal()).await?;
+    app.store().close().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn print_demo(app: &App, scheme: &str, bind: std::net::SocketAddr) -> anyhow::Result<()> {
+    match app.seed_demo().await? {
+        None => println!(
+            "Demo organisation \"{}\" already exists in this data directory; its accounts were printed when it was created.",
+            haven_app::demo::DEMO_ORG
+        ),
+        Some(accounts) => {
+            println!("Created the demo organisation \"{}\". These credentials are shown once:", haven_app::demo::DEMO_ORG);
+            println!();
+            println!("  {:<18} {:<20} {:<22} {}", "USERNAME", "ROLE", "PASSWORD", "TOTP SECRET (base32)");
+            for a in &accounts {
+                println!(
+                    "  {:<18} {:<20} {:<22} {}",
+                    a.username,
+                    a.role.as_str(),
+                    show(&a.password),
+                    show(&a.totp_secret)
+                );
+            }
+            println!();
+            println!("Add a TOTP secret to an authenticator app (SHA-1, 6 digits, 30 s) to sign in.");
+        }
+    }
+    println!("Open {scheme}://{bind}/ (API: {scheme}://{bind}/api/openapi.json)");
+    Ok(())
+}
+
+fn show(s: &Secret<String>) -> &str {
+    s.expose()
+}
