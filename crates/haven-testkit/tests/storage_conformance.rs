@@ -1,0 +1,229 @@
+//! The storage conformance suite: every case runs against SQLite and PostgreSQL.
+
+use haven_domain::audit::{AuditAction, AuditAgent, AuditOutcome, AuditRecord};
+use haven_domain::org::{OrgPolicy, Organization};
+use haven_domain::roles::{Role, RoleSet};
+use haven_domain::session::SessionState;
+use haven_domain::throttle::ThrottlePolicy;
+use haven_domain::{OrgId, SessionId, UserId};
+use haven_store::{MfaProof, NewSession, NewUser, Store, StoreError, StoreOptions};
+use haven_testkit::{Backend, TestDb, both_backends};
+use jiff::{SignedDuration, Timestamp};
+use sqlx::Executor;
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).unwrap()
+}
+
+fn rec(org: Option<OrgId>, sub: &str) -> AuditRecord {
+    AuditRecord::new(org, "test", sub, AuditAction::E, AuditOutcome::Success, AuditAgent::default())
+}
+
+fn id<T>(f: impl FnOnce(&mut haven_app::OsEntropy) -> T) -> T {
+    f(&mut haven_app::OsEntropy)
+}
+
+async fn open(db: &TestDb) -> Store {
+    Store::open(db.url(), &StoreOptions::default()).await.expect("open")
+}
+
+async fn org(store: &Store, name: &str) -> OrgId {
+    let o = Organization { id: id(OrgId::random), name: name.into(), policy: OrgPolicy::default(), created_at: t(0) };
+    store.create_org(&o, &rec(Some(o.id), "org")).await.unwrap();
+    o.id
+}
+
+async fn user(store: &Store, org: OrgId, name: &str) -> UserId {
+    let u = NewUser {
+        id: id(UserId::random),
+        org_id: org,
+        username: name.into(),
+        display_name: name.into(),
+        roles: RoleSet::new([Role::Clinician]).unwrap(),
+        password_hash: "$argon2id$dummy".into(),
+    };
+    store.create_user(&u, &rec(Some(org), "user"), t(0)).await.unwrap();
+    u.id
+}
+
+fn session(org: OrgId, user: UserId, digest: &str, state: SessionState) -> NewSession {
+    NewSession {
+        id: id(SessionId::random),
+        token_digest: digest.into(),
+        org_id: org,
+        user_id: user,
+        state,
+        created_at: t(0),
+        expires_at: t(3600),
+        address: Some("127.0.0.1".into()),
+        user_agent: None,
+    }
+}
+
+async fn raw(db: &TestDb) -> sqlx::AnyConnection {
+    <sqlx::AnyConnection as sqlx::Connection>::connect(db.url()).await.unwrap()
+}
+
+both_backends!(users_are_scoped_by_organisation, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = open(&db).await;
+    let a = org(&s, "A").await;
+    let bb = org(&s, "B").await;
+    let ua = user(&s, a, "alice").await;
+    assert_eq!(s.user(a, ua).await.unwrap().username, "alice");
+    assert!(matches!(s.user(bb, ua).await, Err(StoreError::NotFound)));
+    assert!(matches!(s.deactivate_user(bb, ua, &rec(Some(bb), "x"), t(1)).await, Err(StoreError::NotFound)));
+    assert!(matches!(s.reset_mfa(bb, ua, &rec(Some(bb), "x"), t(1)).await, Err(StoreError::NotFound)));
+    assert!(s.users(bb, None, 10).await.unwrap().users.is_empty());
+    assert_eq!(s.users(a, None, 10).await.unwrap().users.len(), 1);
+});
+
+both_backends!(usernames_are_unique_and_a_failed_write_leaves_no_audit, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = open(&db).await;
+    let a = org(&s, "A").await;
+    user(&s, a, "alice").await;
+    let before = s.audit_range(0, 1000).await.unwrap().len();
+    let dup = NewUser {
+        id: id(UserId::random),
+        org_id: a,
+        username: "alice".into(),
+        display_name: "Other".into(),
+        roles: RoleSet::new([Role::Nurse]).unwrap(),
+        password_hash: "x".into(),
+    };
+    assert!(matches!(s.create_user(&dup, &rec(Some(a), "dup"), t(2)).await, Err(StoreError::Conflict("username"))));
+    assert_eq!(s.audit_range(0, 1000).await.unwrap().len(), before, "the audit entry of a failed write must not survive");
+});
+
+both_backends!(paging_users_is_complete_and_ordered, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = open(&db).await;
+    let a = org(&s, "A").await;
+    for n in ["dave", "alice", "carol", "bob", "erin"] {
+        user(&s, a, n).await;
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.users(a, after.as_deref(), 2).await.unwrap();
+        seen.extend(page.users.iter().map(|u| u.username.clone()));
+        match page.next_after {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["alice", "bob", "carol", "dave", "erin"]);
+});
+
+both_backends!(sessions_end_on_deactivation_and_password_change, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = open(&db).await;
+    let a = org(&s, "A").await;
+    let u = user(&s, a, "alice").await;
+    let s1 = session(a, u, "d1", SessionState::Active);
+    let s2 = session(a, u, "d2", SessionState::Active);
+    s.create_session(&s1, &rec(Some(a), "login")).await.unwrap();
+    s.create_session(&s2, &rec(Some(a), "login")).await.unwrap();
+    assert!(s.session_by_token("d1").await.unwrap().is_some());
+    s.set_password(a, u, "new-hash", Some(s1.id), &rec(Some(a), "pw"), t(5)).await.unwrap();
+    assert!(s.session_by_token("d1").await.unwrap().is_some(), "the current session stays");
+    assert!(s.session_by_token("d2").await.unwrap().is_none(), "other sessions end");
+    s.deactivate_user(a, u, &rec(Some(a), "deact"), t(6)).await.unwrap();
+    assert!(s.session_by_token("d1").await.unwrap().is_none());
+    assert!(s.session_by_token("nope").await.unwrap().is_none());
+});
+
+both_backends!(mfa_proofs_are_single_use, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = open(&db).await;
+    let a = org(&s, "A").await;
+    let u = user(&s, a, "alice").await;
+    s.set_pending_totp(a, u, b"sealed", &rec(Some(a), "enrol"), t(1)).await.unwrap();
+    let p1 = session(a, u, "p1", SessionState::MfaEnrollmentRequired);
+    s.create_session(&p1, &rec(Some(a), "login")).await.unwrap();
+    let act = session(a, u, "a1", SessionState::Active);
+    let enrol = MfaProof::Enrolment { step: 100, recovery_digests: vec!["r1".into(), "r2".into()] };
+    assert!(s.complete_mfa(p1.id, &enrol, &act, &rec(Some(a), "mfa")).await.unwrap());
+    assert!(s.session_by_token("p1").await.unwrap().is_none(), "the pending session is replaced");
+    assert!(s.user(a, u).await.unwrap().mfa_enrolled);
+    assert_eq!(s.recovery_codes_left(u).await.unwrap(), 2);
+
+    for (digest, proof, ok) in [
+        ("p2", MfaProof::TotpStep(100), false), // the step used at enrolment
+        ("p3", MfaProof::TotpStep(101), true),
+        ("p4", MfaProof::TotpStep(101), false), // replay
+        ("p5", MfaProof::RecoveryCode("r1".into()), true),
+        ("p6", MfaProof::RecoveryCode("r1".into()), false),
+        ("p7", MfaProof::RecoveryCode("unknown".into()), false),
+    ] {
+        let pending = session(a, u, digest, SessionState::MfaRequired);
+        s.create_session(&pending, &rec(Some(a), "login")).await.unwrap();
+        let active = session(a, u, &format!("{digest}-active"), SessionState::Active);
+        let done = s.complete_mfa(pending.id, &proof, &active, &rec(Some(a), "mfa")).await.unwrap();
+        assert_eq!(done, ok, "{digest}");
+        assert_eq!(s.session_by_token(&format!("{digest}-active")).await.unwrap().is_some(), ok);
+    }
+    assert_eq!(s.recovery_codes_left(u).await.unwrap(), 1);
+});
+
+both_backends!(audit_sequence_is_gap_free_and_rows_are_immutable, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = open(&db).await;
+    let a = org(&s, "A").await;
+    for i in 0..5 {
+        s.record_audit(&rec(Some(a), &format!("e{i}")), t(i)).await.unwrap();
+    }
+    let all = s.audit_range(0, 100).await.unwrap();
+    let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
+    assert_eq!(all[3].record.subtype, "e2");
+    let mut c = raw(&db).await;
+    let upd = c.execute("UPDATE audit_log SET subtype = 'forged' WHERE seq = 2").await;
+    assert!(upd.is_err(), "UPDATE of an audit row must fail");
+    let del = c.execute("DELETE FROM audit_log WHERE seq = 2").await;
+    assert!(del.is_err(), "DELETE of an audit row must fail");
+    assert_eq!(s.audit_range(0, 100).await.unwrap(), all);
+});
+
+both_backends!(throttle_counts_failures_per_key, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = open(&db).await;
+    let p = ThrottlePolicy { max_failures: 3, window: SignedDuration::from_secs(60) };
+    for i in 0..4 {
+        s.record_failure(&[("k1", p), ("k2", p)], &rec(None, "fail"), t(i)).await.unwrap();
+    }
+    let c = s.failure_count("k1").await.unwrap().unwrap();
+    assert_eq!((c.failures, c.window_start), (4, t(0)));
+    s.clear_failures("k1").await.unwrap();
+    assert!(s.failure_count("k1").await.unwrap().is_none());
+    assert_eq!(s.failure_count("k2").await.unwrap().unwrap().failures, 4);
+});
+
+both_backends!(migrations_are_idempotent_and_checked, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = open(&db).await;
+    assert_eq!(s.migrate().await.unwrap(), 0);
+    let mut c = raw(&db).await;
+    c.execute("UPDATE haven_migrations SET checksum = 'edited' WHERE version = 1").await.unwrap();
+    let err = s.migrate().await.unwrap_err();
+    assert!(err.to_string().contains("differs"), "{err}");
+});
+
+#[test]
+fn unknown_database_schemes_are_refused() {
+    let e = haven_store::Backend::from_url("mysql://root@localhost/haven").unwrap_err();
+    assert!(e.to_string().contains("sqlite://") && e.to_string().contains("postgres://"), "{e}");
+    assert!(haven_store::Backend::from_url("postgresql://x/y").is_ok());
+}
+
+#[tokio::test]
+async fn sqlite_runs_in_wal_mode_with_full_sync() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let s = open(&db).await;
+    s.ping().await.unwrap();
+    let mut c = raw(&db).await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut c).await.unwrap();
+    assert_eq!(mode, "wal");
+    s.close().await;
+}
