@@ -42,7 +42,14 @@ impl App {
             created_at: self.now(),
         };
         let rec = self
-            .record(Some(org.id), USERS, "organization-create", AuditAction::C, AuditOutcome::Success, actor.agent())
+            .record(
+                Some(org.id),
+                USERS,
+                "organization-create",
+                AuditAction::C,
+                AuditOutcome::Success,
+                actor.agent(),
+            )
             .entity("organization", org.id);
         self.store.create_org(&org, &rec).await?;
         Ok(org)
@@ -67,7 +74,14 @@ impl App {
         policy.validate()?;
         let org = actor.org_scope(org);
         let rec = self
-            .record(Some(org), "policy", "policy-change", AuditAction::U, AuditOutcome::Success, actor.agent())
+            .record(
+                Some(org),
+                "policy",
+                "policy-change",
+                AuditAction::U,
+                AuditOutcome::Success,
+                actor.agent(),
+            )
             .entity("policy", org);
         self.store.set_org_policy(org, &policy, &rec, self.now()).await?;
         Ok(self.store.org(org).await?)
@@ -82,7 +96,11 @@ impl App {
         let roles = RoleSet::new(input.roles)?;
         check_password(
             input.password.expose(),
-            &PasswordContext { username: &username, display_name: &display_name, mfa: org.policy.mfa_required },
+            &PasswordContext {
+                username: &username,
+                display_name: &display_name,
+                mfa: org.policy.mfa_required,
+            },
         )?;
         let password_hash = self.hash_password(input.password).await?;
         let id = self.new_id(|r| UserId::random(r));
@@ -94,7 +112,13 @@ impl App {
     }
 
     /// A page of the organisation's users.
-    pub async fn users(&self, actor: &Actor, org: OrgId, after: Option<&str>, limit: u32) -> AppResult<UserPage> {
+    pub async fn users(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> AppResult<UserPage> {
         actor.require(Permission::DirectoryRead)?;
         Ok(self.store.users(actor.org_scope(org), after, limit.clamp(1, 200)).await?)
     }
@@ -148,7 +172,13 @@ impl App {
     }
 
     /// Replaces a user's roles. An administrator cannot take away their own admin role.
-    pub async fn set_roles(&self, actor: &Actor, org: OrgId, id: UserId, roles: Vec<Role>) -> AppResult<User> {
+    pub async fn set_roles(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        id: UserId,
+        roles: Vec<Role>,
+    ) -> AppResult<User> {
         actor.require(Permission::UsersManage)?;
         let roles = RoleSet::new(roles)?;
         if !roles.contains(Role::OrgAdmin) {

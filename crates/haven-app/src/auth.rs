@@ -104,7 +104,14 @@ impl App {
         .unwrap_or(false)
     }
 
-    fn issue(&self, user_state: SessionState, rec_user: &haven_domain::user::User, policy: &haven_domain::org::OrgPolicy, meta: &RequestMeta, now: Timestamp) -> (NewSession, IssuedSession) {
+    fn issue(
+        &self,
+        user_state: SessionState,
+        rec_user: &haven_domain::user::User,
+        policy: &haven_domain::org::OrgPolicy,
+        meta: &RequestMeta,
+        now: Timestamp,
+    ) -> (NewSession, IssuedSession) {
         let token = token::session_token(self.random::<32>());
         let id = self.new_id(|r| SessionId::random(r));
         let expires_at = session::expires_at(policy, user_state, now);
@@ -295,11 +302,8 @@ impl App {
         }
         self.check_mfa_throttle(ctx).await?;
         let now = self.now();
-        let cand = self
-            .store
-            .login_candidate(&ctx.record.user.username)
-            .await?
-            .ok_or(AppError::Unauthenticated)?;
+        let cand =
+            self.store.login_candidate(&ctx.record.user.username).await?.ok_or(AppError::Unauthenticated)?;
         let sealed = cand.totp_sealed.as_deref().ok_or(AppError::Unauthenticated)?;
         let secret = self.unseal_totp(ctx, sealed)?;
         let unix = u64::try_from(now.as_second()).unwrap_or(0);
@@ -363,22 +367,20 @@ impl App {
     }
 
     /// Confirms enrolment with a first code; returns recovery codes and a new active session.
-    pub async fn confirm_enrolment(&self, ctx: &SessionContext, code: Secret<String>) -> AppResult<EnrolmentDone> {
+    pub async fn confirm_enrolment(
+        &self,
+        ctx: &SessionContext,
+        code: Secret<String>,
+    ) -> AppResult<EnrolmentDone> {
         if ctx.record.state == SessionState::MfaRequired {
             return Err(AppError::MfaRequired(ctx.record.state));
         }
         self.check_mfa_throttle(ctx).await?;
         let now = self.now();
-        let cand = self
-            .store
-            .login_candidate(&ctx.record.user.username)
-            .await?
-            .ok_or(AppError::Unauthenticated)?;
+        let cand =
+            self.store.login_candidate(&ctx.record.user.username).await?.ok_or(AppError::Unauthenticated)?;
         let Some(pending) = cand.totp_pending_sealed.as_deref() else {
-            return Err(AppError::Conflict(
-                "no_pending_enrollment",
-                "start an enrolment first".into(),
-            ));
+            return Err(AppError::Conflict("no_pending_enrollment", "start an enrolment first".into()));
         };
         let secret = self.unseal_totp(ctx, pending)?;
         let unix = u64::try_from(now.as_second()).unwrap_or(0);
@@ -442,7 +444,14 @@ impl App {
         let cand = self.store.login_candidate(&p.user.username).await?.ok_or(AppError::Unauthenticated)?;
         if !self.verify_password_blocking(current, Some(cand.password_hash)).await {
             let rec = self
-                .record(Some(p.org()), AUTH, "password-change", AuditAction::U, AuditOutcome::MinorFailure, p.agent())
+                .record(
+                    Some(p.org()),
+                    AUTH,
+                    "password-change",
+                    AuditAction::U,
+                    AuditOutcome::MinorFailure,
+                    p.agent(),
+                )
                 .entity("user", p.user.id)
                 .code("wrong_password");
             self.store.record_failure(&keys, &rec, now).await?;

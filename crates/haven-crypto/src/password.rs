@@ -80,8 +80,7 @@ mod tests {
     use super::*;
 
     fn cheap() -> PasswordHasher {
-        PasswordHasher::new(Argon2Cost { memory_kib: 256, iterations: 1, parallelism: 1 }, [1; 16])
-            .unwrap()
+        PasswordHasher::new(Argon2Cost { memory_kib: 256, iterations: 1, parallelism: 1 }, [1; 16]).unwrap()
     }
 
     #[test]

@@ -84,11 +84,7 @@ impl TotpSecret {
 /// Renders `data` as a QR code in SVG.
 pub fn qr_svg(data: &str) -> Result<String, CryptoError> {
     let code = qrcode::QrCode::new(data.as_bytes()).map_err(|_| CryptoError::Qr)?;
-    Ok(code
-        .render::<qrcode::render::svg::Color<'_>>()
-        .min_dimensions(240, 240)
-        .quiet_zone(true)
-        .build())
+    Ok(code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(240, 240).quiet_zone(true).build())
 }
 
 fn percent_encode(s: &str) -> String {

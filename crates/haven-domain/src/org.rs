@@ -32,11 +32,7 @@ pub struct OrgPolicy {
 
 impl Default for OrgPolicy {
     fn default() -> Self {
-        Self {
-            mfa_required: true,
-            inactivity_timeout_seconds: 15 * 60,
-            session_lifetime_seconds: 12 * 3600,
-        }
+        Self { mfa_required: true, inactivity_timeout_seconds: 15 * 60, session_lifetime_seconds: 12 * 3600 }
     }
 }
 

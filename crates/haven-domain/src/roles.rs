@@ -47,13 +47,8 @@ pub enum Permission {
 
 impl Role {
     /// Every built-in role, in display order.
-    pub const ALL: [Role; 5] = [
-        Role::OrgAdmin,
-        Role::Clinician,
-        Role::Nurse,
-        Role::FrontDesk,
-        Role::ComplianceOfficer,
-    ];
+    pub const ALL: [Role; 5] =
+        [Role::OrgAdmin, Role::Clinician, Role::Nurse, Role::FrontDesk, Role::ComplianceOfficer];
 
     /// The stable name used in the API, the CLI and storage.
     pub fn as_str(self) -> &'static str {

@@ -29,9 +29,7 @@ impl SessionState {
 
     /// Parses the storage name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::MfaRequired, Self::MfaEnrollmentRequired, Self::Active]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [Self::MfaRequired, Self::MfaEnrollmentRequired, Self::Active].into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -112,10 +110,7 @@ mod tests {
     fn active_session_ends_at_its_lifetime_however_busy() {
         let p = OrgPolicy::default();
         let end = 12 * 3600;
-        assert_eq!(
-            check_alive(&p, SessionState::Active, t(0), t(end - 1), t(end)),
-            Err(SessionEnd::Expired)
-        );
+        assert_eq!(check_alive(&p, SessionState::Active, t(0), t(end - 1), t(end)), Err(SessionEnd::Expired));
         assert_eq!(expires_at(&p, SessionState::Active, t(0)), t(end));
     }
 

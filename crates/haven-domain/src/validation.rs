@@ -21,11 +21,7 @@ impl ValidationError {
 }
 
 /// Checks a free-text name: trimmed length within bounds, no control characters.
-pub fn check_name(
-    field: &'static str,
-    value: &str,
-    max_chars: usize,
-) -> Result<String, ValidationError> {
+pub fn check_name(field: &'static str, value: &str, max_chars: usize) -> Result<String, ValidationError> {
     let trimmed = value.trim();
     let len = trimmed.chars().count();
     if len == 0 {

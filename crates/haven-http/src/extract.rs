@@ -154,8 +154,8 @@ pub fn session_token(parts: &Parts) -> Option<(String, bool)> {
 }
 
 async fn session_context(parts: &mut Parts, state: &HttpState) -> ApiResult<SessionContext> {
-    let (token, from_cookie) = session_token(parts)
-        .ok_or_else(|| ApiError::from(haven_app::AppError::Unauthenticated))?;
+    let (token, from_cookie) =
+        session_token(parts).ok_or_else(|| ApiError::from(haven_app::AppError::Unauthenticated))?;
     if from_cookie {
         check_origin(parts, state)?;
     }

@@ -30,11 +30,7 @@ fn outcome_name(o: AuditOutcome) -> &'static str {
 }
 
 /// Appends `rec` on `conn`, which must be inside the caller's transaction.
-pub(crate) async fn append(
-    conn: &mut AnyConnection,
-    rec: &AuditRecord,
-    now: Timestamp,
-) -> StoreResult<i64> {
+pub(crate) async fn append(conn: &mut AnyConnection, rec: &AuditRecord, now: Timestamp) -> StoreResult<i64> {
     let seq: i64 = sqlx::query_scalar("UPDATE audit_head SET size = size + 1 WHERE id = 1 RETURNING size")
         .fetch_one(&mut *conn)
         .await?;
@@ -81,13 +77,12 @@ impl Store {
     /// Every audit record from `after_seq` on, in order, at most `limit` (unscoped: for the
     /// server's own export and verification tooling, never for a user request).
     pub async fn audit_range(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<StoredAudit>> {
-        let rows = sqlx::query(
-            "SELECT seq, recorded_at, entry FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after_seq)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        let rows =
+            sqlx::query("SELECT seq, recorded_at, entry FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(after_seq)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
         rows.iter().map(stored).collect()
     }
 }

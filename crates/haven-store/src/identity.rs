@@ -212,10 +212,8 @@ impl Store {
              FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.username = $1",
             cols = USER_COLUMNS.replace(", ", ", u.")
         );
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(username)
-            .fetch_optional(&self.read)
-            .await?
+        let Some(row) =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(username).fetch_optional(&self.read).await?
         else {
             return Ok(None);
         };
@@ -323,15 +321,14 @@ impl Store {
         now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.write.begin().await?;
-        let done = sqlx::query(
-            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND org_id = $4",
-        )
-        .bind(password_hash)
-        .bind(ms(now))
-        .bind(id.to_string())
-        .bind(org.to_string())
-        .execute(&mut *tx)
-        .await?;
+        let done =
+            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND org_id = $4")
+                .bind(password_hash)
+                .bind(ms(now))
+                .bind(id.to_string())
+                .bind(org.to_string())
+                .execute(&mut *tx)
+                .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -371,11 +368,9 @@ impl Store {
 
     /// How many unused recovery codes a user has left.
     pub async fn recovery_codes_left(&self, id: UserId) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
-        )
-        .bind(id.to_string())
-        .fetch_one(&self.read)
-        .await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL")
+            .bind(id.to_string())
+            .fetch_one(&self.read)
+            .await?)
     }
 }

@@ -123,9 +123,8 @@ impl Store {
     pub async fn connect(url: &str, opts: &StoreOptions) -> StoreResult<Self> {
         let backend = Backend::from_url(url)?;
         sqlx::any::install_default_drivers();
-        let connect: AnyConnectOptions = url
-            .parse()
-            .map_err(|e| StoreError::Config(format!("database.url is not a valid URL: {e}")))?;
+        let connect: AnyConnectOptions =
+            url.parse().map_err(|e| StoreError::Config(format!("database.url is not a valid URL: {e}")))?;
         let pool = |max: u32| {
             AnyPoolOptions::new()
                 .max_connections(max)

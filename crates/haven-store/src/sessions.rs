@@ -111,20 +111,14 @@ pub(crate) async fn end_all(
     Ok(done.rows_affected())
 }
 
-async fn end_one(
-    conn: &mut AnyConnection,
-    id: SessionId,
-    reason: &str,
-    now: Timestamp,
-) -> StoreResult<bool> {
-    let done = sqlx::query(
-        "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL",
-    )
-    .bind(ms(now))
-    .bind(reason)
-    .bind(id.to_string())
-    .execute(&mut *conn)
-    .await?;
+async fn end_one(conn: &mut AnyConnection, id: SessionId, reason: &str, now: Timestamp) -> StoreResult<bool> {
+    let done =
+        sqlx::query("UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL")
+            .bind(ms(now))
+            .bind(reason)
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -148,10 +142,8 @@ impl Store {
              WHERE s.token_hash = $1 AND s.ended_at IS NULL",
             cols = USER_COLUMNS.replace(", ", ", u.")
         );
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(token_digest)
-            .fetch_optional(&self.read)
-            .await?
+        let Some(row) =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(token_digest).fetch_optional(&self.read).await?
         else {
             return Ok(None);
         };

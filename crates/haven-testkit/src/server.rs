@@ -68,8 +68,9 @@ impl TestServer {
         tweak(&mut settings);
         let clock = TestClock::new();
         let entropy: Arc<Mutex<dyn haven_domain::Entropy + Send>> = Arc::new(Mutex::new(OsEntropy));
-        let app = App::new(store, &MasterKey::from_bytes([7; 32]), settings, Arc::new(clock.clone()), entropy)
-            .expect("app");
+        let app =
+            App::new(store, &MasterKey::from_bytes([7; 32]), settings, Arc::new(clock.clone()), entropy)
+                .expect("app");
         let http = haven_http::HttpSettings { json_body_limit: 64 * 1024, ..Default::default() };
         let router = haven_http::router(haven_http::HttpState::new(app.clone(), http));
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -129,7 +130,9 @@ impl TestServer {
     /// Creates a user and enrols TOTP through the API; returns the user.
     pub async fn enrolled_user(&self, org: OrgId, username: &str, roles: &[Role]) -> TestUser {
         let mut u = self.user(org, username, roles).await;
-        let (status, body) = self.post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password})).await;
+        let (status, body) = self
+            .post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password}))
+            .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["state"], "mfa_enrollment_required");
         let token = body["token"].as_str().unwrap().to_owned();
@@ -137,7 +140,8 @@ impl TestServer {
         assert_eq!(status, 200, "{e}");
         let secret = data_encoding::BASE32_NOPAD.decode(e["secret"].as_str().unwrap().as_bytes()).unwrap();
         let code = self.code(&secret);
-        let (status, done) = self.post("/api/v1/auth/mfa/totp/confirm", Some(&token), json!({"code": code})).await;
+        let (status, done) =
+            self.post("/api/v1/auth/mfa/totp/confirm", Some(&token), json!({"code": code})).await;
         assert_eq!(status, 200, "{done}");
         u.totp = Some(secret);
         u
@@ -151,11 +155,14 @@ impl TestServer {
     /// Signs in fully (password, then TOTP), moving the clock one step so the code is fresh.
     pub async fn login(&self, u: &TestUser) -> String {
         self.clock.advance_secs(30);
-        let (status, body) = self.post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password})).await;
+        let (status, body) = self
+            .post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password}))
+            .await;
         assert_eq!(status, 200, "{body}");
         let token = body["token"].as_str().unwrap().to_owned();
         let Some(secret) = &u.totp else { return token };
-        let (status, body) = self.post("/api/v1/auth/mfa/verify", Some(&token), json!({"code": self.code(secret)})).await;
+        let (status, body) =
+            self.post("/api/v1/auth/mfa/verify", Some(&token), json!({"code": self.code(secret)})).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["state"], "active");
         body["token"].as_str().unwrap().to_owned()
@@ -191,7 +198,11 @@ impl TestServer {
     async fn read(resp: reqwest::Response) -> (u16, Value) {
         let status = resp.status().as_u16();
         let text = resp.text().await.expect("body");
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, json)
     }
 }

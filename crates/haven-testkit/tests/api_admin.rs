@@ -19,9 +19,13 @@ both_backends!(other_organisations_ids_are_404_everywhere, |b: Backend| async mo
     for path in [format!("/api/v1/users/{id}/deactivate"), format!("/api/v1/users/{id}/mfa/reset")] {
         assert_eq!(s.post(&path, Some(&tz), json!({})).await.0, 404, "{path}");
     }
-    assert_eq!(s.put(&format!("/api/v1/users/{id}/roles"), Some(&tz), json!({"roles": ["nurse"]})).await.0, 404);
+    assert_eq!(
+        s.put(&format!("/api/v1/users/{id}/roles"), Some(&tz), json!({"roles": ["nurse"]})).await.0,
+        404
+    );
     let (_, list) = s.get("/api/v1/users", Some(&tz)).await;
-    let names: Vec<&str> = list["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        list["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
     assert_eq!(names, ["admin.z"]);
     // The victim is untouched and the right admin sees them.
     let ta = s.login(&admin_a).await;
@@ -57,18 +61,26 @@ both_backends!(admin_manages_users_roles_and_policy, |b: Backend| async move {
     assert_eq!(created["username"], "dr.new");
     assert_eq!(created["mfa_enrolled"], false);
     assert_eq!(s.post("/api/v1/users", Some(&t), new).await.0, 409);
-    let weak = json!({"username": "dr.weak", "display_name": "W", "roles": ["nurse"], "password": "iloveyou"});
+    let weak =
+        json!({"username": "dr.weak", "display_name": "W", "roles": ["nurse"], "password": "iloveyou"});
     let (st, body) = s.post("/api/v1/users", Some(&t), weak).await;
-    assert_eq!((st, body["code"].as_str(), body["field"].as_str()), (422, Some("password_common"), Some("password")));
+    assert_eq!(
+        (st, body["code"].as_str(), body["field"].as_str()),
+        (422, Some("password_common"), Some("password"))
+    );
     let none = json!({"username": "dr.none", "display_name": "N", "roles": [], "password": "quartz-meadow-falcon-12"});
     assert_eq!(s.post("/api/v1/users", Some(&t), none).await.1["code"], "roles_empty");
     let id = created["id"].as_str().unwrap();
-    let (st, body) = s.put(&format!("/api/v1/users/{id}/roles"), Some(&t), json!({"roles": ["front_desk"]})).await;
+    let (st, body) =
+        s.put(&format!("/api/v1/users/{id}/roles"), Some(&t), json!({"roles": ["front_desk"]})).await;
     assert_eq!((st, body["roles"].clone()), (200, json!(["front_desk"])));
     // An admin cannot lock themselves out.
     let (st, body) = s.post(&format!("/api/v1/users/{}/deactivate", admin.id), Some(&t), json!({})).await;
     assert_eq!((st, body["code"].as_str()), (409, Some("cannot_change_self")));
-    assert_eq!(s.put(&format!("/api/v1/users/{}/roles", admin.id), Some(&t), json!({"roles": ["nurse"]})).await.0, 409);
+    assert_eq!(
+        s.put(&format!("/api/v1/users/{}/roles", admin.id), Some(&t), json!({"roles": ["nurse"]})).await.0,
+        409
+    );
     assert_eq!(s.get("/api/v1/users?limit=abc", Some(&t)).await.1["code"], "invalid_query");
     assert_eq!(s.get("/api/v1/users?limit=0", Some(&t)).await.0, 422);
     // Roles and their permissions are visible to the admin.
@@ -78,9 +90,21 @@ both_backends!(admin_manages_users_roles_and_policy, |b: Backend| async move {
     assert!(co["permissions"].as_array().unwrap().contains(&json!("audit_read")));
     assert!(!co["permissions"].as_array().unwrap().contains(&json!("users_manage")));
     // Policy: validated, then applied to sessions.
-    let (st, body) = s.put("/api/v1/organization/policy", Some(&t), json!({"mfa_required": true, "inactivity_timeout_seconds": 5, "session_lifetime_seconds": 3600})).await;
+    let (st, body) = s
+        .put(
+            "/api/v1/organization/policy",
+            Some(&t),
+            json!({"mfa_required": true, "inactivity_timeout_seconds": 5, "session_lifetime_seconds": 3600}),
+        )
+        .await;
     assert_eq!((st, body["field"].as_str()), (422, Some("inactivity_timeout_seconds")));
-    let (st, org) = s.put("/api/v1/organization/policy", Some(&t), json!({"mfa_required": true, "inactivity_timeout_seconds": 60, "session_lifetime_seconds": 3600})).await;
+    let (st, org) = s
+        .put(
+            "/api/v1/organization/policy",
+            Some(&t),
+            json!({"mfa_required": true, "inactivity_timeout_seconds": 60, "session_lifetime_seconds": 3600}),
+        )
+        .await;
     assert_eq!((st, org["policy"]["inactivity_timeout_seconds"].as_u64()), (200, Some(60)));
     s.clock.advance_secs(61);
     assert_eq!(s.get("/api/v1/me", Some(&t)).await.1["code"], "session_expired");
@@ -99,14 +123,16 @@ both_backends!(deactivation_ends_open_sessions_and_mfa_reset_forces_enrolment, |
     let td = s.login(&doc).await;
     assert_eq!(s.post(&format!("/api/v1/users/{}/mfa/reset", doc.id), Some(&ta), json!({})).await.0, 200);
     assert_eq!(s.get("/api/v1/me", Some(&td)).await.0, 401, "MFA reset ends sessions");
-    let (_, body) = s.post("/api/v1/auth/login", None, json!({"username": doc.username, "password": doc.password})).await;
+    let (_, body) =
+        s.post("/api/v1/auth/login", None, json!({"username": doc.username, "password": doc.password})).await;
     assert_eq!(body["state"], "mfa_enrollment_required");
     let doc = s.enrolled_user(a, "dr.second", &[Role::Clinician]).await;
     let td = s.login(&doc).await;
     let (st, body) = s.post(&format!("/api/v1/users/{}/deactivate", doc.id), Some(&ta), json!({})).await;
     assert_eq!((st, body["status"].as_str()), (200, Some("deactivated")));
     assert_eq!(s.get("/api/v1/me", Some(&td)).await.0, 401);
-    let (st, body) = s.post("/api/v1/auth/login", None, json!({"username": doc.username, "password": doc.password})).await;
+    let (st, body) =
+        s.post("/api/v1/auth/login", None, json!({"username": doc.username, "password": doc.password})).await;
     assert_eq!((st, body["code"].as_str()), (401, Some("invalid_credentials")));
 });
 
@@ -114,12 +140,28 @@ both_backends!(malformed_requests_get_problem_json, |b: Backend| async move {
     let s = TestServer::start(b).await;
     let login = s.url("/api/v1/auth/login");
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
-        (s.client.post(&login).header("content-type", "application/json").body("{not json"), 400, "malformed_json"),
-        (s.client.post(&login).json(&json!({"username": "a", "password": "b", "admin": true})), 422, "invalid_body"),
+        (
+            s.client.post(&login).header("content-type", "application/json").body("{not json"),
+            400,
+            "malformed_json",
+        ),
+        (
+            s.client.post(&login).json(&json!({"username": "a", "password": "b", "admin": true})),
+            422,
+            "invalid_body",
+        ),
         (s.client.post(&login).json(&json!({"username": 7, "password": "b"})), 422, "invalid_body"),
         (s.client.post(&login).json(&json!({"username": "a"})), 422, "invalid_body"),
-        (s.client.post(&login).header("content-type", "text/plain").body("{}"), 415, "unsupported_media_type"),
-        (s.client.post(&login).header("content-type", "application/json").body(vec![b' '; 200 * 1024]), 413, "body_too_large"),
+        (
+            s.client.post(&login).header("content-type", "text/plain").body("{}"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            s.client.post(&login).header("content-type", "application/json").body(vec![b' '; 200 * 1024]),
+            413,
+            "body_too_large",
+        ),
         (s.client.get(s.url("/api/v1/nothing-here")), 404, "not_found"),
         (s.client.delete(s.url("/api/v1/me")), 405, "method_not_allowed"),
         (s.client.get(s.url("/api/v1/me")), 401, "unauthenticated"),
@@ -135,7 +177,13 @@ both_backends!(malformed_requests_get_problem_json, |b: Backend| async move {
         assert!(body["type"].as_str().unwrap().ends_with(code));
     }
     // A refused secret is never echoed back.
-    let resp = s.client.post(&login).json(&json!({"username": "a", "password": ["hunter2-secret"]})).send().await.unwrap();
+    let resp = s
+        .client
+        .post(&login)
+        .json(&json!({"username": "a", "password": ["hunter2-secret"]}))
+        .send()
+        .await
+        .unwrap();
     assert!(!resp.text().await.unwrap().contains("hunter2"));
 });
 

@@ -9,7 +9,8 @@ both_backends!(full_sign_in_with_totp_then_me, |b: Backend| async move {
     let org = s.org("Riverside").await;
     let u = s.enrolled_user(org, "dr.okafor", &[Role::Clinician]).await;
     s.clock.advance_secs(30);
-    let (st, body) = s.post("/api/v1/auth/login", None, json!({"username": "DR.OKAFOR", "password": u.password})).await;
+    let (st, body) =
+        s.post("/api/v1/auth/login", None, json!({"username": "DR.OKAFOR", "password": u.password})).await;
     assert_eq!(st, 200);
     assert_eq!(body["state"], "mfa_required");
     let pending = body["token"].as_str().unwrap().to_owned();
@@ -35,7 +36,8 @@ both_backends!(full_sign_in_with_totp_then_me, |b: Backend| async move {
     assert_eq!(me["mfa_enrolled"], true);
     assert_eq!(me["recovery_codes_left"], 10);
     // The same code cannot sign in a second time (no reuse), even in a new sign-in.
-    let (_, body) = s.post("/api/v1/auth/login", None, json!({"username": "dr.okafor", "password": u.password})).await;
+    let (_, body) =
+        s.post("/api/v1/auth/login", None, json!({"username": "dr.okafor", "password": u.password})).await;
     let again = body["token"].as_str().unwrap().to_owned();
     let (st, _) = s.post("/api/v1/auth/mfa/verify", Some(&again), json!({"code": code})).await;
     assert_eq!(st, 401);
@@ -45,7 +47,8 @@ both_backends!(mfa_is_required_by_policy_and_recovery_codes_work_once, |b: Backe
     let s = TestServer::start(b).await;
     let org = s.org("Riverside").await;
     let u = s.user(org, "nurse.patel", &[Role::Nurse]).await;
-    let (_, body) = s.post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password})).await;
+    let (_, body) =
+        s.post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password})).await;
     assert_eq!(body["state"], "mfa_enrollment_required");
     let t = body["token"].as_str().unwrap().to_owned();
     for path in ["/api/v1/me", "/api/v1/users", "/api/v1/organization"] {
@@ -59,9 +62,11 @@ both_backends!(mfa_is_required_by_policy_and_recovery_codes_work_once, |b: Backe
     let secret = data_encoding::BASE32_NOPAD.decode(e["secret"].as_str().unwrap().as_bytes()).unwrap();
     let (st, _) = s.post("/api/v1/auth/mfa/totp/confirm", Some(&t), json!({"code": "123456"})).await;
     assert_eq!(st, 401);
-    let (st, done) = s.post("/api/v1/auth/mfa/totp/confirm", Some(&t), json!({"code": s.code(&secret)})).await;
+    let (st, done) =
+        s.post("/api/v1/auth/mfa/totp/confirm", Some(&t), json!({"code": s.code(&secret)})).await;
     assert_eq!(st, 200, "{done}");
-    let codes: Vec<String> = done["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+    let codes: Vec<String> =
+        done["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
     assert_eq!(codes.len(), 10);
     let mut unique = codes.clone();
     unique.sort();
@@ -74,7 +79,8 @@ both_backends!(mfa_is_required_by_policy_and_recovery_codes_work_once, |b: Backe
     assert_eq!(st, 409);
     // A recovery code signs in once, typed loosely.
     for expected in [200, 401] {
-        let (_, body) = s.post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password})).await;
+        let (_, body) =
+            s.post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password})).await;
         let p = body["token"].as_str().unwrap().to_owned();
         let typed = codes[3].to_uppercase().replace('-', " ");
         let (st, _) = s.post("/api/v1/auth/mfa/verify", Some(&p), json!({"code": typed})).await;
@@ -115,16 +121,28 @@ both_backends!(failed_logins_are_throttled_per_account_without_enumeration, |b: 
     let s = TestServer::start(b).await;
     let org = s.org("Riverside").await;
     let u = s.enrolled_user(org, "dr.okafor", &[Role::Clinician]).await;
-    let (st, known) = s.post("/api/v1/auth/login", None, json!({"username": "dr.okafor", "password": "wrong password!"})).await;
-    let (st2, unknown) = s.post("/api/v1/auth/login", None, json!({"username": "nobody.here", "password": "wrong password!"})).await;
+    let (st, known) = s
+        .post("/api/v1/auth/login", None, json!({"username": "dr.okafor", "password": "wrong password!"}))
+        .await;
+    let (st2, unknown) = s
+        .post("/api/v1/auth/login", None, json!({"username": "nobody.here", "password": "wrong password!"}))
+        .await;
     assert_eq!((st, st2), (401, 401));
     assert_eq!(known, unknown, "same answer for a wrong password and an unknown account");
     for _ in 0..4 {
-        s.post("/api/v1/auth/login", None, json!({"username": "dr.okafor", "password": "wrong password!"})).await;
-        s.post("/api/v1/auth/login", None, json!({"username": "nobody.here", "password": "wrong password!"})).await;
+        s.post("/api/v1/auth/login", None, json!({"username": "dr.okafor", "password": "wrong password!"}))
+            .await;
+        s.post("/api/v1/auth/login", None, json!({"username": "nobody.here", "password": "wrong password!"}))
+            .await;
     }
     for name in ["dr.okafor", "nobody.here"] {
-        let resp = s.client.post(s.url("/api/v1/auth/login")).json(&json!({"username": name, "password": u.password})).send().await.unwrap();
+        let resp = s
+            .client
+            .post(s.url("/api/v1/auth/login"))
+            .json(&json!({"username": name, "password": u.password}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 429, "{name}");
         let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
         assert!(retry > 0 && retry <= 900, "{retry}");
@@ -134,7 +152,8 @@ both_backends!(failed_logins_are_throttled_per_account_without_enumeration, |b: 
     }
     // After the window, the right password works again.
     s.clock.advance_secs(15 * 60 + 1);
-    let (st, _) = s.post("/api/v1/auth/login", None, json!({"username": "dr.okafor", "password": u.password})).await;
+    let (st, _) =
+        s.post("/api/v1/auth/login", None, json!({"username": "dr.okafor", "password": u.password})).await;
     assert_eq!(st, 200);
     let audit = s.app.store().recent_audit(org, 100).await.unwrap();
     assert!(audit.iter().filter(|a| a.record.outcome_code.as_deref() == Some("wrong_password")).count() >= 5);
@@ -145,7 +164,8 @@ both_backends!(wrong_mfa_codes_are_throttled, |b: Backend| async move {
     let org = s.org("Riverside").await;
     let u = s.enrolled_user(org, "dr.okafor", &[Role::Clinician]).await;
     s.clock.advance_secs(30);
-    let (_, body) = s.post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password})).await;
+    let (_, body) =
+        s.post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password})).await;
     let p = body["token"].as_str().unwrap().to_owned();
     for _ in 0..5 {
         assert_eq!(s.post("/api/v1/auth/mfa/verify", Some(&p), json!({"code": "999999"})).await.0, 401);
@@ -161,13 +181,37 @@ both_backends!(logout_password_change_and_sign_out_everywhere, |b: Backend| asyn
     let mut u = s.enrolled_user(org, "dr.okafor", &[Role::Clinician]).await;
     let a = s.login(&u).await;
     let bb = s.login(&u).await;
-    let (st, body) = s.post("/api/v1/auth/password", Some(&a), json!({"current_password": "not it at all", "new_password": "river-stone-lantern-88"})).await;
+    let (st, body) = s
+        .post(
+            "/api/v1/auth/password",
+            Some(&a),
+            json!({"current_password": "not it at all", "new_password": "river-stone-lantern-88"}),
+        )
+        .await;
     assert_eq!((st, body["code"].as_str()), (401, Some("invalid_credentials")));
-    let (st, body) = s.post("/api/v1/auth/password", Some(&a), json!({"current_password": u.password, "new_password": "password"})).await;
+    let (st, body) = s
+        .post(
+            "/api/v1/auth/password",
+            Some(&a),
+            json!({"current_password": u.password, "new_password": "password"}),
+        )
+        .await;
     assert_eq!((st, body["field"].as_str()), (422, Some("password")));
-    let (st, body) = s.post("/api/v1/auth/password", Some(&a), json!({"current_password": u.password, "new_password": "dr.okafor-secret-99"})).await;
+    let (st, body) = s
+        .post(
+            "/api/v1/auth/password",
+            Some(&a),
+            json!({"current_password": u.password, "new_password": "dr.okafor-secret-99"}),
+        )
+        .await;
     assert_eq!((st, body["code"].as_str()), (422, Some("password_contains_name")));
-    let (st, _) = s.post("/api/v1/auth/password", Some(&a), json!({"current_password": u.password, "new_password": "river-stone-lantern-88"})).await;
+    let (st, _) = s
+        .post(
+            "/api/v1/auth/password",
+            Some(&a),
+            json!({"current_password": u.password, "new_password": "river-stone-lantern-88"}),
+        )
+        .await;
     assert_eq!(st, 204);
     assert_eq!(s.get("/api/v1/me", Some(&a)).await.0, 200, "the session that changed it stays");
     assert_eq!(s.get("/api/v1/me", Some(&bb)).await.0, 401, "other sessions end");
@@ -186,14 +230,24 @@ both_backends!(cookie_sessions_need_a_same_origin_for_writes, |b: Backend| async
     let org = s.org("Riverside").await;
     let u = s.enrolled_user(org, "dr.okafor", &[Role::Clinician]).await;
     s.clock.advance_secs(30);
-    let resp = s.client.post(s.url("/api/v1/auth/login")).json(&json!({"username": u.username, "password": u.password})).send().await.unwrap();
+    let resp = s
+        .client
+        .post(s.url("/api/v1/auth/login"))
+        .json(&json!({"username": u.username, "password": u.password}))
+        .send()
+        .await
+        .unwrap();
     let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
     for attr in ["__Host-haven_session=", "Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attr), "{cookie} lacks {attr}");
     }
     let pair = cookie.split(';').next().unwrap().to_owned();
     let verify = |origin: Option<String>| {
-        let mut r = s.client.post(s.url("/api/v1/auth/mfa/verify")).header("cookie", pair.clone()).json(&json!({"code": s.code(u.totp.as_ref().unwrap())}));
+        let mut r = s
+            .client
+            .post(s.url("/api/v1/auth/mfa/verify"))
+            .header("cookie", pair.clone())
+            .json(&json!({"code": s.code(u.totp.as_ref().unwrap())}));
         if let Some(o) = origin {
             r = r.header("origin", o);
         }

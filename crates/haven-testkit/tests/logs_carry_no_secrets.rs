@@ -36,7 +36,8 @@ async fn a_full_sign_in_and_enrolment_logs_no_secret() {
     let u = s.user(org, "dr.okafor", &[Role::Clinician]).await;
     let mut secrets: Vec<String> = vec![u.password.clone()];
 
-    let (_, body) = s.post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password})).await;
+    let (_, body) =
+        s.post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password})).await;
     let t1 = body["token"].as_str().unwrap().to_owned();
     let (_, e) = s.post("/api/v1/auth/mfa/totp/enroll", Some(&t1), json!({})).await;
     let secret_b32 = e["secret"].as_str().unwrap().to_owned();
@@ -50,16 +51,28 @@ async fn a_full_sign_in_and_enrolment_logs_no_secret() {
     assert_eq!(s.get("/api/v1/me", Some(&t2)).await.0, 200);
 
     // Sign in again with a recovery code, then change the password.
-    let (_, body) = s.post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password})).await;
+    let (_, body) =
+        s.post("/api/v1/auth/login", None, json!({"username": u.username, "password": u.password})).await;
     let t3 = body["token"].as_str().unwrap().to_owned();
     let (st, body) = s.post("/api/v1/auth/mfa/verify", Some(&t3), json!({"code": codes[0]})).await;
     assert_eq!(st, 200);
     let t4 = body["token"].as_str().unwrap().to_owned();
     let new_password = "harbour-violet-compass-31".to_owned();
-    let (st, _) = s.post("/api/v1/auth/password", Some(&t4), json!({"current_password": u.password, "new_password": new_password})).await;
+    let (st, _) = s
+        .post(
+            "/api/v1/auth/password",
+            Some(&t4),
+            json!({"current_password": u.password, "new_password": new_password}),
+        )
+        .await;
     assert_eq!(st, 204);
     // And a failed attempt with a password-like username.
-    s.post("/api/v1/auth/login", None, json!({"username": "typed-my-password-here-Zq9", "password": "Zq9-secret-guess"})).await;
+    s.post(
+        "/api/v1/auth/login",
+        None,
+        json!({"username": "typed-my-password-here-Zq9", "password": "Zq9-secret-guess"}),
+    )
+    .await;
     s.stop().await;
 
     secrets.extend([secret_b32, code, t1, t2, t3, t4, new_password, "Zq9-secret-guess".into()]);

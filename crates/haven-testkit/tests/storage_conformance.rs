@@ -28,7 +28,12 @@ async fn open(db: &TestDb) -> Store {
 }
 
 async fn org(store: &Store, name: &str) -> OrgId {
-    let o = Organization { id: id(OrgId::random), name: name.into(), policy: OrgPolicy::default(), created_at: t(0) };
+    let o = Organization {
+        id: id(OrgId::random),
+        name: name.into(),
+        policy: OrgPolicy::default(),
+        created_at: t(0),
+    };
     store.create_org(&o, &rec(Some(o.id), "org")).await.unwrap();
     o.id
 }
@@ -92,8 +97,15 @@ both_backends!(usernames_are_unique_and_a_failed_write_leaves_no_audit, |b: Back
         roles: RoleSet::new([Role::Nurse]).unwrap(),
         password_hash: "x".into(),
     };
-    assert!(matches!(s.create_user(&dup, &rec(Some(a), "dup"), t(2)).await, Err(StoreError::Conflict("username"))));
-    assert_eq!(s.audit_range(0, 1000).await.unwrap().len(), before, "the audit entry of a failed write must not survive");
+    assert!(matches!(
+        s.create_user(&dup, &rec(Some(a), "dup"), t(2)).await,
+        Err(StoreError::Conflict("username"))
+    ));
+    assert_eq!(
+        s.audit_range(0, 1000).await.unwrap().len(),
+        before,
+        "the audit entry of a failed write must not survive"
+    );
 });
 
 both_backends!(paging_users_is_complete_and_ordered, |b: Backend| async move {

@@ -23,9 +23,13 @@ async fn serves_https_with_hsts() {
 
     let db = TestDb::new(Backend::Sqlite).await;
     let store = Store::open(db.url(), &StoreOptions::default()).await.unwrap();
-    let settings = AppSettings { argon2: Argon2Cost { memory_kib: 1024, iterations: 1, parallelism: 1 }, ..Default::default() };
+    let settings = AppSettings {
+        argon2: Argon2Cost { memory_kib: 1024, iterations: 1, parallelism: 1 },
+        ..Default::default()
+    };
     let entropy: Arc<Mutex<dyn haven_domain::Entropy + Send>> = Arc::new(Mutex::new(OsEntropy));
-    let app = App::new(store, &MasterKey::from_bytes([1; 32]), settings, Arc::new(TestClock::new()), entropy).unwrap();
+    let app = App::new(store, &MasterKey::from_bytes([1; 32]), settings, Arc::new(TestClock::new()), entropy)
+        .unwrap();
     let http = haven_http::HttpSettings { tls: true, ..Default::default() };
     let router = haven_http::router(haven_http::HttpState::new(app, http));
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -49,11 +53,9 @@ async fn serves_https_with_hsts() {
     plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
 
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut stream = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("handshake");
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream =
+        connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("handshake");
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
     let mut resp = String::new();
     stream.read_to_string(&mut resp).await.unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -75,7 +77,8 @@ fn unusable_certificate_settings_name_the_setting() {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), "not a key").unwrap();
-    let err = haven_http::serve::load_tls(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap_err().to_string();
+    let err =
+        haven_http::serve::load_tls(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap_err().to_string();
     assert!(err.starts_with("server.tls.key_file"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

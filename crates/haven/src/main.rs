@@ -90,7 +90,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async move {
                 match command {
-                    Command::Serve { demo, bind } => serve::serve(&conf, &cli.data_dir, demo, bind.as_deref()).await,
+                    Command::Serve { demo, bind } => {
+                        serve::serve(&conf, &cli.data_dir, demo, bind.as_deref()).await
+                    }
                     Command::Migrate => serve::migrate(&conf, &cli.data_dir).await,
                     Command::Admin(cmd) => admin::run(&conf, &cli.data_dir, cmd).await,
                     _ => unreachable!("handled above"),

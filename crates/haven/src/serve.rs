@@ -113,9 +113,12 @@ async fn print_demo(app: &App, scheme: &str, bind: std::net::SocketAddr) -> anyh
             haven_app::demo::DEMO_ORG
         ),
         Some(accounts) => {
-            println!("Created the demo organisation \"{}\". These credentials are shown once:", haven_app::demo::DEMO_ORG);
+            println!(
+                "Created the demo organisation \"{}\". These credentials are shown once:",
+                haven_app::demo::DEMO_ORG
+            );
             println!();
-            println!("  {:<18} {:<20} {:<22} {}", "USERNAME", "ROLE", "PASSWORD", "TOTP SECRET (base32)");
+            println!("  {:<18} {:<20} {:<22} TOTP SECRET (base32)", "USERNAME", "ROLE", "PASSWORD");
             for a in &accounts {
                 println!(
                     "  {:<18} {:<20} {:<22} {}",

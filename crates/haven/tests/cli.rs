@@ -34,7 +34,18 @@ fn version_and_example_config() {
     let o = haven(&d).args(["config", "example"]).output().unwrap();
     assert!(o.status.success());
     let example = String::from_utf8(o.stdout).unwrap();
-    for needle in ["[server]", "bind", "127.0.0.1:8080", "[server.tls]", "[database]", "HAVEN_DATABASE_URL", "[security]", "argon2_memory_kib", "[keys]", "[log]"] {
+    for needle in [
+        "[server]",
+        "bind",
+        "127.0.0.1:8080",
+        "[server.tls]",
+        "[database]",
+        "HAVEN_DATABASE_URL",
+        "[security]",
+        "argon2_memory_kib",
+        "[keys]",
+        "[log]",
+    ] {
         assert!(example.contains(needle), "example lacks {needle}");
     }
     // Uncommented, the example is a valid configuration.
@@ -96,9 +107,25 @@ fn migrate_then_admin_commands() {
     assert!(haven(&d).args(["admin", "create-org", "--name", "Hillside Clinic"]).status().unwrap().success());
     let key = d.join("master.key");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "the master key is private");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the master key is private"
+    );
     let mut child = haven(&d)
-        .args(["admin", "create-user", "--org", "hillside clinic", "--username", "Dr.Who", "--display-name", "Dana Who", "--role", "clinician", "--password-stdin"])
+        .args([
+            "admin",
+            "create-user",
+            "--org",
+            "hillside clinic",
+            "--username",
+            "Dr.Who",
+            "--display-name",
+            "Dana Who",
+            "--role",
+            "clinician",
+            "--password-stdin",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -108,7 +135,19 @@ fn migrate_then_admin_commands() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let o = haven(&d)
-        .args(["admin", "create-user", "--org", "Hillside Clinic", "--username", "nurse.weak", "--display-name", "W", "--role", "nurse", "--password-stdin"])
+        .args([
+            "admin",
+            "create-user",
+            "--org",
+            "Hillside Clinic",
+            "--username",
+            "nurse.weak",
+            "--display-name",
+            "W",
+            "--role",
+            "nurse",
+            "--password-stdin",
+        ])
         .stdin(Stdio::piped())
         .spawn()
         .and_then(|mut c| {
@@ -118,19 +157,62 @@ fn migrate_then_admin_commands() {
         .unwrap();
     assert!(!o.status.success(), "a common password is refused");
     let o = haven(&d)
-        .args(["admin", "create-user", "--org", "Hillside Clinic", "--username", "admin.h", "--display-name", "Ann Admin", "--role", "org_admin"])
+        .args([
+            "admin",
+            "create-user",
+            "--org",
+            "Hillside Clinic",
+            "--username",
+            "admin.h",
+            "--display-name",
+            "Ann Admin",
+            "--role",
+            "org_admin",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("initial password (shown once): "));
-    let o = haven(&d).args(["admin", "create-user", "--org", "Nowhere", "--username", "x.y", "--display-name", "X", "--role", "nurse"]).output().unwrap();
+    let o = haven(&d)
+        .args([
+            "admin",
+            "create-user",
+            "--org",
+            "Nowhere",
+            "--username",
+            "x.y",
+            "--display-name",
+            "X",
+            "--role",
+            "nurse",
+        ])
+        .output()
+        .unwrap();
     assert!(text(&o).contains("no organisation named"));
-    assert!(haven(&d).args(["admin", "deactivate-user", "--org", "Hillside Clinic", "--username", "dr.who"]).status().unwrap().success());
-    assert!(haven(&d).args(["admin", "reset-mfa", "--org", "Hillside Clinic", "--username", "admin.h"]).status().unwrap().success());
+    assert!(
+        haven(&d)
+            .args(["admin", "deactivate-user", "--org", "Hillside Clinic", "--username", "dr.who"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        haven(&d)
+            .args(["admin", "reset-mfa", "--org", "Hillside Clinic", "--username", "admin.h"])
+            .status()
+            .unwrap()
+            .success()
+    );
     let o = haven(&d).args(["admin", "list-users", "--org", "Hillside Clinic"]).output().unwrap();
     let out = text(&o);
-    assert!(out.lines().any(|l| l.contains("dr.who") && l.contains("deactivated") && l.contains("clinician")), "{out}");
-    assert!(out.lines().any(|l| l.contains("admin.h") && l.contains("active") && l.contains("org_admin")), "{out}");
+    assert!(
+        out.lines().any(|l| l.contains("dr.who") && l.contains("deactivated") && l.contains("clinician")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.contains("admin.h") && l.contains("active") && l.contains("org_admin")),
+        "{out}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -144,6 +226,7 @@ fn get(addr: &str, path: &str) -> String {
 
 /// Starts `haven serve --demo`, returns the child, its stdout lines up to "listening", and the
 /// address.
+#[allow(clippy::zombie_processes, reason = "the child is returned to the caller, which waits for it")]
 fn start_demo(d: &std::path::Path) -> (std::process::Child, Vec<String>, String) {
     let mut child = haven(d)
         .args(["serve", "--demo", "--bind", "127.0.0.1:0"])
@@ -155,7 +238,11 @@ fn start_demo(d: &std::path::Path) -> (std::process::Child, Vec<String>, String)
     let mut reader = BufReader::new(child.stdout.take().unwrap());
     loop {
         let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "server exited early: {lines:?}");
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server exited early: {lines:?}");
+        }
         let line = line.trim_end().to_owned();
         if let Some(addr) = line.strip_prefix("Haven is listening on http://") {
             let addr = addr.to_owned();
@@ -177,7 +264,10 @@ fn demo_prints_accounts_once_and_shuts_down_cleanly() {
     let (mut child, lines, addr) = start_demo(&d);
     let all = lines.join("\n");
     for user in ["admin", "dr.okafor", "dr.lindqvist", "nurse.patel", "frontdesk.garcia", "compliance.chen"] {
-        assert!(lines.iter().any(|l| l.trim_start().starts_with(&format!("{user} "))), "{user} missing:\n{all}");
+        assert!(
+            lines.iter().any(|l| l.trim_start().starts_with(&format!("{user} "))),
+            "{user} missing:\n{all}"
+        );
     }
     assert!(all.contains("Riverside Clinic"));
     assert!(get(&addr, "/readyz").starts_with("HTTP/1.1 200"));
@@ -191,6 +281,11 @@ fn demo_prints_accounts_once_and_shuts_down_cleanly() {
     assert!(get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
     assert!(sigterm(&mut child).success());
     let o = haven(&d).args(["admin", "list-users", "--org", "Riverside Clinic"]).output().unwrap();
-    assert_eq!(text(&o).lines().filter(|l| l.contains(" active ") && l.contains(" yes ")).count(), 6, "{}", text(&o));
+    assert_eq!(
+        text(&o).lines().filter(|l| l.contains(" active ") && l.contains(" yes ")).count(),
+        6,
+        "{}",
+        text(&o)
+    );
     let _ = std::fs::remove_dir_all(&d);
 }

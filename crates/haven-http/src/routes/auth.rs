@@ -78,8 +78,10 @@ pub struct EnrolmentDoneResponse {
 
 fn cookie(token: &str, max_age: Option<i64>) -> HeaderValue {
     let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
-    HeaderValue::from_str(&format!("{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict{age}"))
-        .expect("token is URL-safe base64")
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict{age}"
+    ))
+    .expect("token is URL-safe base64")
 }
 
 fn session_body(s: &IssuedSession) -> SessionResponse {
@@ -173,7 +175,10 @@ pub(crate) async fn confirm_enrolment(
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     security(("bearer" = []), ("cookie" = [])),
     responses((status = 204, description = "signed out"), crate::openapi::AuthErrors))]
-pub(crate) async fn logout(State(state): State<HttpState>, AnySession(ctx): AnySession) -> ApiResult<Response> {
+pub(crate) async fn logout(
+    State(state): State<HttpState>,
+    AnySession(ctx): AnySession,
+) -> ApiResult<Response> {
     state.app.logout(&ctx).await?;
     Ok((StatusCode::NO_CONTENT, clear_cookie()).into_response())
 }
@@ -196,9 +201,6 @@ pub(crate) async fn change_password(
     Auth(p): Auth,
     ApiJson(req): ApiJson<PasswordChangeRequest>,
 ) -> ApiResult<StatusCode> {
-    state
-        .app
-        .change_password(&p, Secret::new(req.current_password), Secret::new(req.new_password))
-        .await?;
+    state.app.change_password(&p, Secret::new(req.current_password), Secret::new(req.new_password)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

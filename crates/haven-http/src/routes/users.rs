@@ -118,7 +118,10 @@ pub(crate) async fn list(
         .into());
     }
     let page = state.app.users(&actor(p), org, q.after.as_deref(), limit).await?;
-    Ok(Json(UserList { users: page.users.into_iter().map(Into::into).collect(), next_after: page.next_after }))
+    Ok(Json(UserList {
+        users: page.users.into_iter().map(Into::into).collect(),
+        next_after: page.next_after,
+    }))
 }
 
 /// POST /api/v1/users — create a user (organisation admins).
