@@ -25,8 +25,11 @@ pub struct OrgPolicy {
     /// Whether every user must enrol a second factor before doing anything else.
     pub mfa_required: bool,
     /// A session ends after this many seconds without activity (HIPAA automatic logoff).
+    /// At most the session lifetime.
+    #[schema(minimum = 30, maximum = 14400)]
     pub inactivity_timeout_seconds: u32,
     /// A session ends this many seconds after sign-in, whatever the activity.
+    #[schema(minimum = 300, maximum = 43200)]
     pub session_lifetime_seconds: u32,
 }
 

@@ -6,11 +6,12 @@ use haven_domain::audit::AuditRecord;
 use haven_domain::org::{OrgPolicy, Organization};
 use haven_domain::roles::RoleSet;
 use haven_domain::user::{User, UserStatus};
-use haven_domain::{OrgId, UserId};
+use haven_domain::{OrgId, SessionId, UserId};
 use jiff::Timestamp;
+use sqlx::AnyConnection;
 
 use crate::rows::{self, ORG_COLUMNS, USER_COLUMNS, flag, get, ms};
-use crate::{Store, StoreError, StoreResult, audit};
+use crate::{Store, StoreError, StoreResult, touched};
 
 /// A user to create.
 #[derive(Debug, Clone)]
@@ -55,25 +56,41 @@ pub struct UserPage {
     pub next_after: Option<String>,
 }
 
+/// Runs an UPDATE of one user row of organisation `org`: `set` is the SET clause, whose
+/// placeholders start at $3 (`$1` is the user id, `$2` the organisation).
+async fn update_user(
+    conn: &mut AnyConnection,
+    org: OrgId,
+    id: UserId,
+    set: &'static str,
+    bind: impl FnOnce(
+        sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+) -> StoreResult<()> {
+    let sql = format!("UPDATE users SET {set} WHERE id = $1 AND org_id = $2");
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_string()).bind(org.to_string());
+    touched(bind(q).execute(&mut *conn).await?)
+}
+
 impl Store {
     /// Creates an organisation.
     pub async fn create_org(&self, org: &Organization, audit_rec: &AuditRecord) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "INSERT INTO organizations (id, name, mfa_required, inactivity_timeout_seconds,
-             session_lifetime_seconds, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(org.id.to_string())
-        .bind(&org.name)
-        .bind(flag(org.policy.mfa_required))
-        .bind(i64::from(org.policy.inactivity_timeout_seconds))
-        .bind(i64::from(org.policy.session_lifetime_seconds))
-        .bind(ms(org.created_at))
-        .execute(&mut *tx)
-        .await?;
-        audit::append(&mut tx, audit_rec, org.created_at).await?;
-        tx.commit().await?;
-        Ok(())
+        self.audited(audit_rec, org.created_at, async |c| {
+            sqlx::query(
+                "INSERT INTO organizations (id, name, mfa_required, inactivity_timeout_seconds,
+                 session_lifetime_seconds, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(org.id.to_string())
+            .bind(&org.name)
+            .bind(flag(org.policy.mfa_required))
+            .bind(i64::from(org.policy.inactivity_timeout_seconds))
+            .bind(i64::from(org.policy.session_lifetime_seconds))
+            .bind(ms(org.created_at))
+            .execute(&mut *c)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// An organisation by id.
@@ -102,23 +119,20 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        let done = sqlx::query(
-            "UPDATE organizations SET mfa_required = $1, inactivity_timeout_seconds = $2,
-             session_lifetime_seconds = $3 WHERE id = $4",
-        )
-        .bind(flag(policy.mfa_required))
-        .bind(i64::from(policy.inactivity_timeout_seconds))
-        .bind(i64::from(policy.session_lifetime_seconds))
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        audit::append(&mut tx, audit_rec, now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.audited(audit_rec, now, async |c| {
+            let done = sqlx::query(
+                "UPDATE organizations SET mfa_required = $1, inactivity_timeout_seconds = $2,
+                 session_lifetime_seconds = $3 WHERE id = $4",
+            )
+            .bind(flag(policy.mfa_required))
+            .bind(i64::from(policy.inactivity_timeout_seconds))
+            .bind(i64::from(policy.session_lifetime_seconds))
+            .bind(id.to_string())
+            .execute(&mut *c)
+            .await?;
+            touched(done)
+        })
+        .await
     }
 
     /// Creates a user; `Conflict("username")` when the name is taken anywhere on the server.
@@ -128,23 +142,24 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<User> {
-        let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "INSERT INTO users (id, org_id, username, display_name, roles, status, password_hash,
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7)",
-        )
-        .bind(u.id.to_string())
-        .bind(u.org_id.to_string())
-        .bind(&u.username)
-        .bind(&u.display_name)
-        .bind(u.roles.to_storage())
-        .bind(&u.password_hash)
-        .bind(ms(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(rows::conflict("username"))?;
-        audit::append(&mut tx, audit_rec, now).await?;
-        tx.commit().await?;
+        self.audited(audit_rec, now, async |c| {
+            sqlx::query(
+                "INSERT INTO users (id, org_id, username, display_name, roles, status, password_hash,
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7)",
+            )
+            .bind(u.id.to_string())
+            .bind(u.org_id.to_string())
+            .bind(&u.username)
+            .bind(&u.display_name)
+            .bind(u.roles.to_storage())
+            .bind(&u.password_hash)
+            .bind(ms(now))
+            .execute(&mut *c)
+            .await
+            .map_err(rows::conflict("username"))?;
+            Ok(())
+        })
+        .await?;
         Ok(User {
             id: u.id,
             org_id: u.org_id,
@@ -236,20 +251,13 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        let done = sqlx::query("UPDATE users SET roles = $1, updated_at = $2 WHERE id = $3 AND org_id = $4")
-            .bind(roles.to_storage())
-            .bind(ms(now))
-            .bind(id.to_string())
-            .bind(org.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        audit::append(&mut tx, audit_rec, now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.audited(audit_rec, now, async |c| {
+            update_user(c, org, id, "roles = $3, updated_at = $4", |q| {
+                q.bind(roles.to_storage()).bind(ms(now))
+            })
+            .await
+        })
+        .await
     }
 
     /// Deactivates a user and ends every one of their sessions, in one transaction.
@@ -260,22 +268,12 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        let done = sqlx::query(
-            "UPDATE users SET status = 'deactivated', updated_at = $1 WHERE id = $2 AND org_id = $3",
-        )
-        .bind(ms(now))
-        .bind(id.to_string())
-        .bind(org.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        crate::sessions::end_all(&mut tx, id, None, "user_deactivated", now).await?;
-        audit::append(&mut tx, audit_rec, now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.audited(audit_rec, now, async |c| {
+            update_user(c, org, id, "status = 'deactivated', updated_at = $3", |q| q.bind(ms(now))).await?;
+            crate::sessions::end_all(c, id, None, "user_deactivated", now).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Removes a user's authenticator and recovery codes and ends their sessions; they must
@@ -287,27 +285,23 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        let done = sqlx::query(
-            "UPDATE users SET totp_sealed = NULL, totp_pending_sealed = NULL, totp_last_step = NULL,
-             updated_at = $1 WHERE id = $2 AND org_id = $3",
-        )
-        .bind(ms(now))
-        .bind(id.to_string())
-        .bind(org.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
+        self.audited(audit_rec, now, async |c| {
+            update_user(
+                c,
+                org,
+                id,
+                "totp_sealed = NULL, totp_pending_sealed = NULL, totp_last_step = NULL, updated_at = $3",
+                |q| q.bind(ms(now)),
+            )
             .await?;
-        crate::sessions::end_all(&mut tx, id, None, "mfa_reset", now).await?;
-        audit::append(&mut tx, audit_rec, now).await?;
-        tx.commit().await?;
-        Ok(())
+            sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                .bind(id.to_string())
+                .execute(&mut *c)
+                .await?;
+            crate::sessions::end_all(c, id, None, "mfa_reset", now).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Stores a new password hash and ends every session of the user but `keep`.
@@ -316,26 +310,19 @@ impl Store {
         org: OrgId,
         id: UserId,
         password_hash: &str,
-        keep: Option<haven_domain::SessionId>,
+        keep: Option<SessionId>,
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        let done =
-            sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3 AND org_id = $4")
-                .bind(password_hash)
-                .bind(ms(now))
-                .bind(id.to_string())
-                .bind(org.to_string())
-                .execute(&mut *tx)
-                .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        crate::sessions::end_all(&mut tx, id, keep, "password_changed", now).await?;
-        audit::append(&mut tx, audit_rec, now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.audited(audit_rec, now, async |c| {
+            update_user(c, org, id, "password_hash = $3, updated_at = $4", |q| {
+                q.bind(password_hash).bind(ms(now))
+            })
+            .await?;
+            crate::sessions::end_all(c, id, keep, "password_changed", now).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Stores the sealed secret of an enrolment in progress (replacing any earlier one).
@@ -347,23 +334,23 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        let done = sqlx::query(
-            "UPDATE users SET totp_pending_sealed = $1, updated_at = $2
-             WHERE id = $3 AND org_id = $4 AND totp_sealed IS NULL",
-        )
-        .bind(sealed.to_vec())
-        .bind(ms(now))
-        .bind(id.to_string())
-        .bind(org.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict("mfa_already_enrolled"));
-        }
-        audit::append(&mut tx, audit_rec, now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.audited(audit_rec, now, async |c| {
+            let enrolled: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM users WHERE id = $1 AND org_id = $2 AND totp_sealed IS NOT NULL",
+            )
+            .bind(id.to_string())
+            .bind(org.to_string())
+            .fetch_one(&mut *c)
+            .await?;
+            if enrolled > 0 {
+                return Err(StoreError::Conflict("mfa_already_enrolled"));
+            }
+            update_user(c, org, id, "totp_pending_sealed = $3, updated_at = $4", |q| {
+                q.bind(sealed.to_vec()).bind(ms(now))
+            })
+            .await
+        })
+        .await
     }
 
     /// How many unused recovery codes a user has left.

@@ -16,8 +16,10 @@ mod throttle;
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Connection, Executor};
+use haven_domain::audit::AuditRecord;
+use jiff::Timestamp;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyQueryResult};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 pub use audit::StoredAudit;
 pub use identity::{LoginCandidate, NewUser, UserPage};
@@ -183,4 +185,26 @@ impl Store {
         self.read.close().await;
         self.write.close().await;
     }
+}
+
+impl Store {
+    /// Runs `work` and appends `audit_rec` in one write transaction: both are committed, or
+    /// neither is. This is the shape of every audited write.
+    pub(crate) async fn audited<T>(
+        &self,
+        audit_rec: &AuditRecord,
+        now: Timestamp,
+        work: impl AsyncFnOnce(&mut AnyConnection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut tx = self.write.begin().await?;
+        let out = work(&mut tx).await?;
+        audit::append(&mut tx, audit_rec, now).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// NotFound unless the statement touched a row (the row is absent, or in another organisation).
+pub(crate) fn touched(done: AnyQueryResult) -> StoreResult<()> {
+    if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }

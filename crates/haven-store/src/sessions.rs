@@ -125,11 +125,7 @@ async fn end_one(conn: &mut AnyConnection, id: SessionId, reason: &str, now: Tim
 impl Store {
     /// Creates a session (a successful password step).
     pub async fn create_session(&self, s: &NewSession, audit_rec: &AuditRecord) -> StoreResult<()> {
-        let mut tx = self.write.begin().await?;
-        insert(&mut tx, s).await?;
-        audit::append(&mut tx, audit_rec, s.created_at).await?;
-        tx.commit().await?;
-        Ok(())
+        self.audited(audit_rec, s.created_at, async |c| insert(c, s).await).await
     }
 
     /// The live (not ended) session with this token digest, with its user and policy.
@@ -195,19 +191,18 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<u64> {
-        let mut tx = self.write.begin().await?;
-        let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = $1 AND org_id = $2")
-            .bind(user.to_string())
-            .bind(org.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-        if exists == 0 {
-            return Err(StoreError::NotFound);
-        }
-        let n = end_all(&mut tx, user, None, reason, now).await?;
-        audit::append(&mut tx, audit_rec, now).await?;
-        tx.commit().await?;
-        Ok(n)
+        self.audited(audit_rec, now, async |c| {
+            let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = $1 AND org_id = $2")
+                .bind(user.to_string())
+                .bind(org.to_string())
+                .fetch_one(&mut *c)
+                .await?;
+            if exists == 0 {
+                return Err(StoreError::NotFound);
+            }
+            end_all(c, user, None, reason, now).await
+        })
+        .await
     }
 
     /// Completes sign-in: spends the MFA proof, ends the pending session `old` and creates the

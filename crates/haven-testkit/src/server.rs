@@ -59,6 +59,16 @@ impl TestServer {
 
     /// Starts a server, letting the test adjust the settings.
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut AppSettings)) -> Self {
+        let http = haven_http::HttpSettings { json_body_limit: 64 * 1024, ..Default::default() };
+        Self::start_custom(backend, tweak, http).await
+    }
+
+    /// Starts a server with adjusted use-case and HTTP settings.
+    pub async fn start_custom(
+        backend: Backend,
+        tweak: impl FnOnce(&mut AppSettings),
+        http: haven_http::HttpSettings,
+    ) -> Self {
         let db = TestDb::new(backend).await;
         let store = Store::open(db.url(), &StoreOptions::default()).await.expect("open store");
         let mut settings = AppSettings {
@@ -71,7 +81,6 @@ impl TestServer {
         let app =
             App::new(store, &MasterKey::from_bytes([7; 32]), settings, Arc::new(clock.clone()), entropy)
                 .expect("app");
-        let http = haven_http::HttpSettings { json_body_limit: 64 * 1024, ..Default::default() };
         let router = haven_http::router(haven_http::HttpState::new(app.clone(), http));
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", tcp.local_addr().expect("addr"));

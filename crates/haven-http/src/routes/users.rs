@@ -76,13 +76,17 @@ pub struct ListParams {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
-    /// Login name: 3–64 of a-z, 0-9, `.`, `_`, `-`, `@`.
+    /// Login name: 3–64 of a-z, 0-9, `.`, `_`, `-`, `@` (compared case-insensitively).
+    #[schema(pattern = "^[A-Za-z0-9._@-]{3,64}$")]
     pub username: String,
     /// Name shown to colleagues.
+    #[schema(min_length = 1, max_length = 128)]
     pub display_name: String,
     /// At least one role.
+    #[schema(min_items = 1)]
     pub roles: Vec<Role>,
     /// Initial password (NIST 800-63B rules: length, not on the breached list, no own name).
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
 }
 
@@ -91,6 +95,7 @@ pub struct CreateUserRequest {
 #[serde(deny_unknown_fields)]
 pub struct RolesRequest {
     /// At least one role.
+    #[schema(min_items = 1)]
     pub roles: Vec<Role>,
 }
 
