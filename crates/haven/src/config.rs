@@ -130,7 +130,7 @@ pub struct KeysConf {
 #[derive(Debug, Config)]
 pub struct LogConf {
     /// A tracing filter: `info`, `haven=debug,info`, ...
-    #[config(env = "HAVEN_LOG_LEVEL", default = "info")]
+    #[config(env = "HAVEN_LOG_LEVEL", default = "info,sqlx=warn")]
     pub level: String,
     /// `text` or `json`.
     #[config(env = "HAVEN_LOG_FORMAT", default = "text")]
