@@ -20,7 +20,7 @@ fn dependencies(krate: &str) -> Vec<String> {
 
 #[test]
 fn domain_and_crypto_do_no_io() {
-    for krate in ["haven-domain", "haven-crypto"] {
+    for krate in ["haven-domain", "haven-crypto", "haven-audit"] {
         let deps = dependencies(krate);
         assert!(!deps.is_empty(), "{krate}: could not read dependencies");
         for forbidden in [
@@ -42,7 +42,7 @@ fn domain_and_crypto_do_no_io() {
 
 #[test]
 fn only_the_binary_uses_anyhow() {
-    for krate in ["haven-domain", "haven-crypto", "haven-store", "haven-app", "haven-http"] {
+    for krate in ["haven-domain", "haven-crypto", "haven-audit", "haven-store", "haven-app", "haven-http"] {
         assert!(!dependencies(krate).iter().any(|d| d == "anyhow"), "{krate} uses anyhow");
     }
 }

@@ -1,0 +1,254 @@
+//! The audit export file and its offline verifier.
+//!
+//! The file is UTF-8 text, one record per line:
+//!
+//! ```text
+//! haven-audit-export 1
+//! origin <log origin>
+//! key <verifier key: name+keyid+base64(0x01||ed25519 public key)>
+//! e <seq> <canonical entry JSON>      an entry in full (inside the exported time range)
+//! h <seq> <hex leaf hash>             an entry outside the range: its leaf hash only
+//! c <base64 of a signed checkpoint note>
+//! ```
+//!
+//! Entries come first, in sequence order from 1, then checkpoints; the last checkpoint covers
+//! exactly the entries in the file (the server signs one at export time). The verifier needs
+//! nothing else: it recomputes every leaf and the tree heads, checks each checkpoint's
+//! signature and root, sequence numbers without gaps, time never going backwards, and
+//! optionally consistency with a checkpoint the auditor kept from earlier.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+
+use data_encoding::{BASE64, HEXLOWER};
+
+use crate::checkpoint::{Checkpoint, NoteVerifier};
+use crate::merkle::{Frontier, Hash, leaf_hash};
+
+/// The first line of every export.
+pub const MAGIC: &str = "haven-audit-export 1";
+
+/// The header lines of an export.
+pub fn header(origin: &str, verifier_key: &str) -> String {
+    format!("{MAGIC}\norigin {origin}\nkey {verifier_key}\n")
+}
+
+/// A full entry line (`json` must be the canonical entry bytes, without newlines).
+pub fn entry_line(seq: u64, json: &str) -> String {
+    format!("e {seq} {json}\n")
+}
+
+/// A hash-only entry line.
+pub fn hash_line(seq: u64, leaf: &Hash) -> String {
+    format!("h {seq} {}\n", HEXLOWER.encode(leaf))
+}
+
+/// A checkpoint line.
+pub fn checkpoint_line(note: &str) -> String {
+    format!("c {}\n", BASE64.encode(note.as_bytes()))
+}
+
+/// The first problem found, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}line {line}: {reason}", seq.map(|s| format!("entry {s}, ")).unwrap_or_default())]
+pub struct VerifyError {
+    /// 1-based line number in the file.
+    pub line: usize,
+    /// The entry's sequence number, when the problem is with an entry.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// A successful verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Entries in the log.
+    pub size: u64,
+    /// Root over all of them.
+    pub root: Hash,
+    /// Entries present in full.
+    pub full_entries: u64,
+    /// Signed checkpoints verified.
+    pub checkpoints: usize,
+}
+
+#[derive(serde::Deserialize)]
+struct EntryHead {
+    seq: u64,
+    time: i64,
+}
+
+fn err(line: usize, seq: Option<u64>, reason: impl Into<String>) -> VerifyError {
+    VerifyError { line, seq, reason: reason.into() }
+}
+
+/// Verifies an export read from `input`. `kept` is a checkpoint note the auditor saved earlier
+/// (it must be signed by the same key and be consistent with this log). `progress` is called
+/// with the number of entries read so far, every 65,536 entries.
+pub fn verify(
+    input: impl BufRead,
+    kept: Option<&str>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Verified, VerifyError> {
+    let mut lines = input.lines().enumerate().map(|(i, l)| (i + 1, l));
+    let mut next = |what: &str| -> Result<(usize, String), VerifyError> {
+        match lines.next() {
+            Some((n, Ok(l))) => Ok((n, l)),
+            Some((n, Err(e))) => Err(err(n, None, format!("unreadable: {e}"))),
+            None => Err(err(0, None, format!("the file ends before the {what}"))),
+        }
+    };
+    let (n, magic) = next("header")?;
+    if magic != MAGIC {
+        return Err(err(n, None, "not a Haven audit export (bad first line)"));
+    }
+    let (n, origin) = next("origin")?;
+    let origin =
+        origin.strip_prefix("origin ").ok_or_else(|| err(n, None, "expected the origin line"))?.to_owned();
+    let (n, key) = next("key")?;
+    let key = key.strip_prefix("key ").ok_or_else(|| err(n, None, "expected the key line"))?;
+    let verifier = NoteVerifier::from_key(key).map_err(|e| err(n, None, e.to_string()))?;
+    if verifier.name() != origin {
+        return Err(err(n, None, "the key's name is not the log origin"));
+    }
+
+    let mut checkpoints: Vec<(usize, Checkpoint)> = Vec::new();
+    let mut last_time = i64::MIN;
+    let mut full = 0u64;
+    let mut leaves: Vec<Hash> = Vec::new();
+    let mut in_checkpoints = false;
+    for (n, line) in lines {
+        let line = line.map_err(|e| err(n, None, format!("unreadable: {e}")))?;
+        let (kind, rest) = line.split_once(' ').ok_or_else(|| err(n, None, "malformed line"))?;
+        match kind {
+            "e" | "h" if !in_checkpoints => {
+                let (seq, payload) =
+                    rest.split_once(' ').ok_or_else(|| err(n, None, "malformed entry line"))?;
+                let seq: u64 = seq.parse().map_err(|_| err(n, None, "malformed sequence number"))?;
+                let expected = leaves.len() as u64 + 1;
+                if seq != expected {
+                    return Err(err(
+                        n,
+                        Some(expected),
+                        format!("sequence gap or reordering: found {seq}, expected {expected}"),
+                    ));
+                }
+                let leaf = if kind == "e" {
+                    let head: EntryHead = serde_json::from_str(payload)
+                        .map_err(|_| err(n, Some(seq), "the entry is not valid canonical JSON"))?;
+                    if head.seq != seq {
+                        return Err(err(n, Some(seq), format!("the entry says it is number {}", head.seq)));
+                    }
+                    if head.time < last_time {
+                        return Err(err(n, Some(seq), "time goes backwards"));
+                    }
+                    last_time = head.time;
+                    full += 1;
+                    leaf_hash(payload.as_bytes())
+                } else {
+                    HEXLOWER
+                        .decode(payload.as_bytes())
+                        .ok()
+                        .and_then(|v| Hash::try_from(v).ok())
+                        .ok_or_else(|| err(n, Some(seq), "malformed leaf hash"))?
+                };
+                leaves.push(leaf);
+                if seq.is_multiple_of(65_536) {
+                    progress(seq);
+                }
+            }
+            "c" => {
+                in_checkpoints = true;
+                let note = BASE64
+                    .decode(rest.as_bytes())
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| err(n, None, "malformed checkpoint line"))?;
+                let cp = verifier.verify(&note).map_err(|e| err(n, None, format!("checkpoint: {e}")))?;
+                checkpoints.push((n, cp));
+            }
+            _ => return Err(err(n, None, "unexpected line (entries must come before checkpoints)")),
+        }
+    }
+    let size = leaves.len() as u64;
+    progress(size);
+    let kept = match kept {
+        Some(note) => {
+            Some(verifier.verify(note).map_err(|e| err(0, None, format!("the kept checkpoint: {e}")))?)
+        }
+        None => None,
+    };
+    // One pass over the leaves yields the tree head at every size a checkpoint names.
+    let mut needed: Vec<u64> =
+        checkpoints.iter().map(|(_, c)| c.size).chain(kept.iter().map(|k| k.size)).collect();
+    needed.sort_unstable();
+    needed.dedup();
+    let mut roots: BTreeMap<u64, Hash> = BTreeMap::new();
+    let mut frontier = Frontier::new();
+    let mut wanted = needed.iter().peekable();
+    while wanted.next_if_eq(&&0).is_some() {
+        roots.insert(0, frontier.root());
+    }
+    for leaf in &leaves {
+        frontier.push(*leaf);
+        while wanted.next_if_eq(&&frontier.size()).is_some() {
+            roots.insert(frontier.size(), frontier.root());
+        }
+    }
+    let root = frontier.root();
+    let Some((last_line, last)) = checkpoints.last() else {
+        return Err(err(0, None, "the export has no signed checkpoint"));
+    };
+    let mut previous = 0u64;
+    for (n, cp) in &checkpoints {
+        if cp.size < previous {
+            return Err(err(*n, None, "checkpoints go backwards"));
+        }
+        previous = cp.size;
+        match roots.get(&cp.size) {
+            Some(r) if *r == cp.root => {}
+            Some(_) => {
+                return Err(err(
+                    *n,
+                    None,
+                    format!("the entries do not produce the signed root of size {}", cp.size),
+                ));
+            }
+            None => {
+                return Err(err(
+                    *n,
+                    None,
+                    format!("a checkpoint covers {} entries; the file has {size}", cp.size),
+                ));
+            }
+        }
+    }
+    if last.size != size {
+        return Err(err(
+            *last_line,
+            None,
+            format!(
+                "the last checkpoint covers {} entries but the file has {size}: truncated or rolled back",
+                last.size
+            ),
+        ));
+    }
+    if let Some(k) = kept {
+        if k.size > size {
+            return Err(err(
+                0,
+                None,
+                format!("the log is shorter ({size}) than the kept checkpoint ({})", k.size),
+            ));
+        }
+        if roots.get(&k.size) != Some(&k.root) {
+            return Err(err(
+                0,
+                None,
+                format!("the log is not consistent with the kept checkpoint of size {}", k.size),
+            ));
+        }
+    }
+    Ok(Verified { size, root, full_entries: full, checkpoints: checkpoints.len() })
+}
