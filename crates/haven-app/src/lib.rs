@@ -6,6 +6,7 @@
 //! injected entropy source, so tests run on a fixed clock.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod demo;
 mod error;
@@ -165,6 +166,15 @@ impl Actor {
     }
 }
 
+/// The server's keys, loaded by the binary from outside the database.
+#[derive(Debug)]
+pub struct Keys {
+    /// The master key (wraps every other key; seals TOTP secrets).
+    pub master: MasterKey,
+    /// Signs audit-log checkpoints; its name is the log's origin.
+    pub audit_signer: haven_audit::checkpoint::NoteSigner,
+}
+
 /// The application: every use case hangs off this.
 #[derive(Clone)]
 pub struct App {
@@ -173,6 +183,7 @@ pub struct App {
     entropy: Arc<Mutex<dyn Entropy + Send>>,
     hasher: PasswordHasher,
     totp_key: SealingKey,
+    audit_signer: Arc<haven_audit::checkpoint::NoteSigner>,
     settings: Arc<AppSettings>,
 }
 
@@ -186,7 +197,7 @@ impl App {
     /// Wires the application.
     pub fn new(
         store: Store,
-        master_key: &MasterKey,
+        keys: Keys,
         settings: AppSettings,
         clock: Arc<dyn Clock>,
         entropy: Arc<Mutex<dyn Entropy + Send>>,
@@ -200,7 +211,8 @@ impl App {
             clock,
             entropy,
             hasher,
-            totp_key: master_key.subkey("totp-secret"),
+            totp_key: keys.master.subkey("totp-secret"),
+            audit_signer: Arc::new(keys.audit_signer),
             settings: Arc::new(settings),
         })
     }

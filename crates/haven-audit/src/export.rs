@@ -6,7 +6,8 @@
 //! haven-audit-export 1
 //! origin <log origin>
 //! key <verifier key: name+keyid+base64(0x01||ed25519 public key)>
-//! e <seq> <canonical entry JSON>      an entry in full (inside the exported time range)
+//! e <seq> <hex leaf hash> <JSON>      an entry in full (inside the exported time range), with
+//!                                     the leaf hash the server recorded when it was logged
 //! h <seq> <hex leaf hash>             an entry outside the range: its leaf hash only
 //! c <base64 of a signed checkpoint note>
 //! ```
@@ -33,9 +34,10 @@ pub fn header(origin: &str, verifier_key: &str) -> String {
     format!("{MAGIC}\norigin {origin}\nkey {verifier_key}\n")
 }
 
-/// A full entry line (`json` must be the canonical entry bytes, without newlines).
-pub fn entry_line(seq: u64, json: &str) -> String {
-    format!("e {seq} {json}\n")
+/// A full entry line: the canonical entry bytes (`json`, without newlines) and the leaf hash
+/// recorded when it was logged, so that an altered entry is named, not just detected.
+pub fn entry_line(seq: u64, recorded_leaf: &Hash, json: &str) -> String {
+    format!("e {seq} {} {json}\n", HEXLOWER.encode(recorded_leaf))
 }
 
 /// A hash-only entry line.
@@ -135,6 +137,8 @@ pub fn verify(
                     ));
                 }
                 let leaf = if kind == "e" {
+                    let (recorded, payload) =
+                        payload.split_once(' ').ok_or_else(|| err(n, Some(seq), "malformed entry line"))?;
                     let head: EntryHead = serde_json::from_str(payload)
                         .map_err(|_| err(n, Some(seq), "the entry is not valid canonical JSON"))?;
                     if head.seq != seq {
@@ -145,7 +149,15 @@ pub fn verify(
                     }
                     last_time = head.time;
                     full += 1;
-                    leaf_hash(payload.as_bytes())
+                    let leaf = leaf_hash(payload.as_bytes());
+                    if HEXLOWER.encode(&leaf) != recorded {
+                        return Err(err(
+                            n,
+                            Some(seq),
+                            "the entry does not match the hash recorded when it was logged: it was altered",
+                        ));
+                    }
+                    leaf
                 } else {
                     HEXLOWER
                         .decode(payload.as_bytes())
@@ -205,22 +217,21 @@ pub fn verify(
         if cp.size < previous {
             return Err(err(*n, None, "checkpoints go backwards"));
         }
-        previous = cp.size;
         match roots.get(&cp.size) {
-            Some(r) if *r == cp.root => {}
+            Some(r) if *r == cp.root => previous = cp.size,
             Some(_) => {
-                return Err(err(
-                    *n,
-                    None,
-                    format!("the entries do not produce the signed root of size {}", cp.size),
-                ));
+                let reason = format!(
+                    "the entries do not produce the signed root of size {}: an entry between {} and {} \
+                     was altered, removed or inserted",
+                    cp.size,
+                    previous + 1,
+                    cp.size
+                );
+                return Err(err(*n, None, reason));
             }
             None => {
-                return Err(err(
-                    *n,
-                    None,
-                    format!("a checkpoint covers {} entries; the file has {size}", cp.size),
-                ));
+                let reason = format!("a checkpoint covers {} entries; the file has {size}", cp.size);
+                return Err(err(*n, None, reason));
             }
         }
     }

@@ -20,7 +20,7 @@ fn build(n: u64, full_from: u64) -> (Vec<String>, String) {
         let leaf = leaf_hash(json.as_bytes());
         f.push(leaf);
         lines.push(if seq >= full_from {
-            export::entry_line(seq, &json)
+            export::entry_line(seq, &leaf, &json)
         } else {
             export::hash_line(seq, &leaf)
         });
@@ -145,8 +145,9 @@ fn a_kept_checkpoint_catches_a_rewritten_history() {
     let mut f = Frontier::new();
     for seq in 1..=12u64 {
         let json = format!(r#"{{"seq":{seq},"time":{},"event":"rewritten"}}"#, 1_000 + seq);
-        f.push(leaf_hash(json.as_bytes()));
-        forged.push(export::entry_line(seq, &json).trim_end().to_owned());
+        let leaf = leaf_hash(json.as_bytes());
+        f.push(leaf);
+        forged.push(export::entry_line(seq, &leaf, &json).trim_end().to_owned());
     }
     let note = signer.sign(&Checkpoint { origin: ORIGIN.into(), size: 12, root: f.root() });
     forged.push(export::checkpoint_line(&note).trim_end().to_owned());
@@ -161,7 +162,15 @@ fn errors_name_the_first_bad_entry() {
     let (mut lines, _) = build(10, 1);
     lines[3 + 6] = lines[3 + 6].replace("login", "logout");
     let e = run(&lines, None).unwrap_err();
-    assert!(e.reason.contains("do not produce the signed root"), "{e}");
+    assert_eq!(e.seq, Some(7));
+    assert!(e.reason.contains("altered"), "{e}");
+    // A forger who also rewrites the recorded hash is caught by the signed root, and told
+    // which checkpoint interval holds the change.
+    let (mut lines, _) = build(10, 1);
+    let json = lines[3 + 6].splitn(4, ' ').nth(3).unwrap().replace("login", "logout");
+    lines[3 + 6] = export::entry_line(7, &leaf_hash(json.as_bytes()), &json).trim_end().to_owned();
+    let e = run(&lines, None).unwrap_err();
+    assert!(e.reason.contains("between 6 and 10"), "{e}");
     let (mut lines, _) = build(10, 1);
     lines.remove(3 + 4);
     let e = run(&lines, None).unwrap_err();

@@ -1,10 +1,14 @@
-//! Appending to and reading the audit log. Appends happen only inside the transaction of the
-//! action they record (see the callers); the sequence number comes from `audit_head`, so it is
-//! gap-free and assigned in commit order.
+//! The audit log as stored: an append-only Merkle log. Appends happen only inside the
+//! transaction of the action they record (see [`Store::audited`]). Each append takes the next
+//! gap-free sequence number from `audit_head` (whose row lock orders concurrent writers),
+//! writes the canonical entry and its RFC 9162 leaf hash, and advances the compact frontier,
+//! so the tree head is always known without rereading the log.
 
+use haven_audit::merkle::{Frontier, Hash, leaf_hash};
 use haven_domain::OrgId;
 use haven_domain::audit::{AuditOutcome, AuditRecord};
 use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
 use crate::rows::{get, ms, ts};
@@ -21,6 +25,57 @@ pub struct StoredAudit {
     pub record: AuditRecord,
 }
 
+/// An entry exactly as hashed, for export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawAuditEntry {
+    /// Position in the log.
+    pub seq: i64,
+    /// When it was recorded.
+    pub recorded_at: Timestamp,
+    /// The canonical entry bytes.
+    pub entry: String,
+    /// Its leaf hash.
+    pub leaf: Hash,
+}
+
+/// The head of the log: its size and root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditHead {
+    /// Number of entries.
+    pub size: u64,
+    /// The tree head.
+    pub root: Hash,
+}
+
+/// A stored signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Entries covered.
+    pub size: u64,
+    /// Root over them.
+    pub root: Hash,
+    /// The signed note.
+    pub note: String,
+    /// When it was signed.
+    pub created_at: Timestamp,
+}
+
+/// The canonical entry: sequence number and time first, then the record's fields, serialised
+/// by serde_json without whitespace. These bytes are what the leaf hash covers.
+#[derive(Serialize)]
+struct CanonicalRef<'a> {
+    seq: i64,
+    time: i64,
+    #[serde(flatten)]
+    record: &'a AuditRecord,
+}
+
+#[derive(Deserialize)]
+struct Canonical {
+    #[serde(flatten)]
+    record: AuditRecord,
+}
+
 fn outcome_name(o: AuditOutcome) -> &'static str {
     match o {
         AuditOutcome::Success => "success",
@@ -29,24 +84,51 @@ fn outcome_name(o: AuditOutcome) -> &'static str {
     }
 }
 
+fn frontier_from(size: i64, bytes: &[u8]) -> StoreResult<Frontier> {
+    let nodes: Vec<Hash> = bytes
+        .chunks(32)
+        .map(|c| Hash::try_from(c).map_err(|_| StoreError::Corrupt("audit frontier")))
+        .collect::<StoreResult<_>>()?;
+    Frontier::from_parts(u64::try_from(size).unwrap_or(0), nodes).ok_or(StoreError::Corrupt("audit frontier"))
+}
+
+fn hash_from(bytes: Vec<u8>) -> StoreResult<Hash> {
+    Hash::try_from(bytes).map_err(|_| StoreError::Corrupt("hash"))
+}
+
 /// Appends `rec` on `conn`, which must be inside the caller's transaction.
 pub(crate) async fn append(conn: &mut AnyConnection, rec: &AuditRecord, now: Timestamp) -> StoreResult<i64> {
+    // The UPDATE takes the head's row lock first, so what is read next is the latest head.
     let seq: i64 = sqlx::query_scalar("UPDATE audit_head SET size = size + 1 WHERE id = 1 RETURNING size")
         .fetch_one(&mut *conn)
         .await?;
-    let entry = serde_json::to_string(rec).map_err(|_| StoreError::Corrupt("audit record"))?;
+    let head =
+        sqlx::query("SELECT last_time, frontier FROM audit_head WHERE id = 1").fetch_one(&mut *conn).await?;
+    let last_time: i64 = get(&head, "last_time")?;
+    let mut frontier = frontier_from(seq - 1, &get::<Vec<u8>>(&head, "frontier")?)?;
+    let time = ms(now).max(last_time);
+    let entry = serde_json::to_string(&CanonicalRef { seq, time, record: rec })
+        .map_err(|_| StoreError::Corrupt("audit record"))?;
+    let leaf = leaf_hash(entry.as_bytes());
+    frontier.push(leaf);
+    sqlx::query("UPDATE audit_head SET last_time = $1, frontier = $2 WHERE id = 1")
+        .bind(time)
+        .bind(frontier.nodes().concat())
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
-        "INSERT INTO audit_log (seq, org_id, recorded_at, event_type, subtype, outcome, agent_user_id, entry)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO audit_log (seq, org_id, recorded_at, event_type, subtype, outcome, agent_user_id, entry, leaf_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(seq)
     .bind(rec.org_id.map(|o| o.to_string()))
-    .bind(ms(now))
+    .bind(time)
     .bind(&rec.event_type)
     .bind(&rec.subtype)
     .bind(outcome_name(rec.outcome))
     .bind(rec.agent.user_id.map(|u| u.to_string()))
     .bind(entry)
+    .bind(leaf.to_vec())
     .execute(&mut *conn)
     .await?;
     Ok(seq)
@@ -61,8 +143,7 @@ impl Store {
         Ok(seq)
     }
 
-    /// The newest audit records of an organisation, newest first (search comes with the audit
-    /// trail work; this serves tests and the CLI).
+    /// The newest audit records of an organisation, newest first.
     pub async fn recent_audit(&self, org: OrgId, limit: i64) -> StoreResult<Vec<StoredAudit>> {
         let rows = sqlx::query(
             "SELECT seq, recorded_at, entry FROM audit_log WHERE org_id = $1 ORDER BY seq DESC LIMIT $2",
@@ -85,13 +166,85 @@ impl Store {
                 .await?;
         rows.iter().map(stored).collect()
     }
+
+    /// Raw entries with seq in `(after_seq, up_to]`, in order, at most `limit` (for export).
+    pub async fn audit_raw(&self, after_seq: i64, up_to: i64, limit: i64) -> StoreResult<Vec<RawAuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT seq, recorded_at, entry, leaf_hash FROM audit_log WHERE seq > $1 AND seq <= $2
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(after_seq)
+        .bind(up_to)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RawAuditEntry {
+                    seq: get(r, "seq")?,
+                    recorded_at: ts(get(r, "recorded_at")?)?,
+                    entry: get(r, "entry")?,
+                    leaf: hash_from(get(r, "leaf_hash")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The leaf hashes of the first `size` entries, in order (for proofs).
+    pub async fn audit_leaves(&self, size: u64) -> StoreResult<Vec<Hash>> {
+        let rows = sqlx::query("SELECT leaf_hash FROM audit_log WHERE seq <= $1 ORDER BY seq")
+            .bind(i64::try_from(size).unwrap_or(i64::MAX))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(|r| hash_from(get(r, "leaf_hash")?)).collect()
+    }
+
+    /// The log's current size and root.
+    pub async fn audit_head(&self) -> StoreResult<AuditHead> {
+        let row =
+            sqlx::query("SELECT size, frontier FROM audit_head WHERE id = 1").fetch_one(&self.read).await?;
+        let f = frontier_from(get(&row, "size")?, &get::<Vec<u8>>(&row, "frontier")?)?;
+        Ok(AuditHead { size: f.size(), root: f.root() })
+    }
+
+    /// Keeps a signed checkpoint (a second one for the same size is ignored).
+    pub async fn save_checkpoint(&self, cp: &StoredCheckpoint) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (size, root_hash, note, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (size) DO NOTHING",
+        )
+        .bind(i64::try_from(cp.size).unwrap_or(i64::MAX))
+        .bind(cp.root.to_vec())
+        .bind(&cp.note)
+        .bind(ms(cp.created_at))
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Checkpoints covering at most `size` entries, oldest first.
+    pub async fn checkpoints(&self, up_to_size: u64) -> StoreResult<Vec<StoredCheckpoint>> {
+        let rows = sqlx::query(
+            "SELECT size, root_hash, note, created_at FROM audit_checkpoints WHERE size <= $1 ORDER BY size",
+        )
+        .bind(i64::try_from(up_to_size).unwrap_or(i64::MAX))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredCheckpoint {
+                    size: u64::try_from(get::<i64>(r, "size")?).unwrap_or(0),
+                    root: hash_from(get(r, "root_hash")?)?,
+                    note: get(r, "note")?,
+                    created_at: ts(get(r, "created_at")?)?,
+                })
+            })
+            .collect()
+    }
 }
 
 fn stored(row: &sqlx::any::AnyRow) -> StoreResult<StoredAudit> {
     let entry: String = get(row, "entry")?;
-    Ok(StoredAudit {
-        seq: get(row, "seq")?,
-        recorded_at: ts(get(row, "recorded_at")?)?,
-        record: serde_json::from_str(&entry).map_err(|_| StoreError::Corrupt("audit entry"))?,
-    })
+    let c: Canonical = serde_json::from_str(&entry).map_err(|_| StoreError::Corrupt("audit entry"))?;
+    Ok(StoredAudit { seq: get(row, "seq")?, recorded_at: ts(get(row, "recorded_at")?)?, record: c.record })
 }

@@ -128,6 +128,15 @@ impl Drop for TestDb {
     }
 }
 
+/// Fixed keys for tests.
+pub fn test_keys() -> haven_app::Keys {
+    haven_app::Keys {
+        master: haven_crypto::seal::MasterKey::from_bytes([7; 32]),
+        audit_signer: haven_audit::checkpoint::NoteSigner::new("haven.test/audit", &[3; 32])
+            .expect("valid name"),
+    }
+}
+
 /// A clock that stands still until told to move.
 #[derive(Debug, Clone)]
 pub struct TestClock(Arc<Mutex<Timestamp>>);

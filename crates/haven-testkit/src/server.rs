@@ -6,7 +6,6 @@ use haven_app::admin::CreateUser;
 use haven_app::{Actor, App, AppSettings, OsEntropy};
 use haven_crypto::Secret;
 use haven_crypto::password::Argon2Cost;
-use haven_crypto::seal::MasterKey;
 use haven_crypto::totp::TotpSecret;
 use haven_domain::OrgId;
 use haven_domain::roles::Role;
@@ -79,8 +78,7 @@ impl TestServer {
         let clock = TestClock::new();
         let entropy: Arc<Mutex<dyn haven_domain::Entropy + Send>> = Arc::new(Mutex::new(OsEntropy));
         let app =
-            App::new(store, &MasterKey::from_bytes([7; 32]), settings, Arc::new(clock.clone()), entropy)
-                .expect("app");
+            App::new(store, crate::test_keys(), settings, Arc::new(clock.clone()), entropy).expect("app");
         let router = haven_http::router(haven_http::HttpState::new(app.clone(), http));
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", tcp.local_addr().expect("addr"));

@@ -239,3 +239,33 @@ async fn sqlite_runs_in_wal_mode_with_full_sync() {
     assert_eq!(mode, "wal");
     s.close().await;
 }
+
+both_backends!(the_audit_log_is_a_merkle_log_whose_head_matches_its_leaves, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = open(&db).await;
+    let a = org(&s, "A").await;
+    // The clock goes backwards: recorded times must not.
+    for (i, at) in [10, 20, 15, 30, 5].into_iter().enumerate() {
+        s.record_audit(&rec(Some(a), &format!("e{i}")), t(at)).await.unwrap();
+    }
+    let raw = s.audit_raw(0, 100, 100).await.unwrap();
+    assert_eq!(raw.len(), 6);
+    let mut last = Timestamp::MIN;
+    for r in &raw {
+        assert_eq!(r.leaf, haven_audit::merkle::leaf_hash(r.entry.as_bytes()));
+        assert!(r.entry.starts_with(&format!("{{\"seq\":{},\"time\":", r.seq)), "{}", r.entry);
+        assert!(r.recorded_at >= last, "time went backwards at {}", r.seq);
+        last = r.recorded_at;
+    }
+    let leaves = s.audit_leaves(6).await.unwrap();
+    let head = s.audit_head().await.unwrap();
+    assert_eq!(head.size, 6);
+    assert_eq!(head.root, haven_audit::merkle::root(&leaves));
+    assert_eq!(s.audit_leaves(3).await.unwrap(), leaves[..3]);
+    let cp =
+        haven_store::StoredCheckpoint { size: 6, root: head.root, note: "note".into(), created_at: t(40) };
+    s.save_checkpoint(&cp).await.unwrap();
+    s.save_checkpoint(&cp).await.unwrap();
+    assert_eq!(s.checkpoints(6).await.unwrap(), vec![cp]);
+    assert!(s.checkpoints(5).await.unwrap().is_empty());
+});

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 
 use haven_app::{App, AppSettings, OsEntropy};
 use haven_crypto::password::Argon2Cost;
-use haven_crypto::seal::MasterKey;
 use haven_store::{Store, StoreOptions};
 use haven_testkit::{Backend, TestClock, TestDb};
 use rustls::pki_types::ServerName;
@@ -28,8 +27,8 @@ async fn serves_https_with_hsts() {
         ..Default::default()
     };
     let entropy: Arc<Mutex<dyn haven_domain::Entropy + Send>> = Arc::new(Mutex::new(OsEntropy));
-    let app = App::new(store, &MasterKey::from_bytes([1; 32]), settings, Arc::new(TestClock::new()), entropy)
-        .unwrap();
+    let app =
+        App::new(store, haven_testkit::test_keys(), settings, Arc::new(TestClock::new()), entropy).unwrap();
     let http = haven_http::HttpSettings { tls: true, ..Default::default() };
     let router = haven_http::router(haven_http::HttpState::new(app, http));
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -21,9 +21,12 @@ pub struct Conf {
     /// Password hashing and sign-in throttling.
     #[config(nested)]
     pub security: SecurityConf,
-    /// Encryption keys.
+    /// Encryption and signing keys.
     #[config(nested)]
     pub keys: KeysConf,
+    /// The tamper-evident audit log.
+    #[config(nested)]
+    pub audit: AuditConf,
     /// Logging.
     #[config(nested)]
     pub log: LogConf,
@@ -124,6 +127,26 @@ pub struct KeysConf {
     /// environment variables.
     #[config(env = "HAVEN_KEYS_MASTER_KEY")]
     pub master_key: Option<String>,
+    /// File holding the Ed25519 seed (base64, 32 bytes) that signs audit-log checkpoints.
+    /// Generated with mode 0600 on first start when missing. Default: `audit-signing.key` in
+    /// the data directory.
+    #[config(env = "HAVEN_KEYS_AUDIT_SIGNING_KEY_FILE")]
+    pub audit_signing_key_file: Option<PathBuf>,
+    /// The audit signing seed itself (base64), instead of a file.
+    #[config(env = "HAVEN_KEYS_AUDIT_SIGNING_KEY")]
+    pub audit_signing_key: Option<String>,
+}
+
+/// The tamper-evident audit log.
+#[derive(Debug, Config)]
+pub struct AuditConf {
+    /// The log's unique name in its signed checkpoints, e.g. `haven.riverside-clinic.org/audit`.
+    /// Auditors pin it with the public key; do not change it once checkpoints exist.
+    #[config(env = "HAVEN_AUDIT_ORIGIN", default = "haven/audit")]
+    pub origin: String,
+    /// How often the server signs a checkpoint of the log when it has grown, in seconds.
+    #[config(env = "HAVEN_AUDIT_CHECKPOINT_INTERVAL_SECONDS", default = 300)]
+    pub checkpoint_interval_seconds: u64,
 }
 
 /// Logging.

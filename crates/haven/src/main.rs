@@ -1,6 +1,7 @@
 //! `haven`: the server and its command-line tool.
 
 mod admin;
+mod audit;
 mod config;
 mod keys;
 mod serve;
@@ -40,6 +41,9 @@ enum Command {
     /// Administer organisations and users directly on the database.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// The tamper-evident audit log: export, verify offline, checkpoint.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -72,6 +76,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("haven {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Audit(audit::AuditCommand::Verify { file, checkpoint }) => {
+            if audit::verify(&file, checkpoint.as_deref())? {
+                Ok(())
+            } else {
+                anyhow::bail!("the audit log did not verify")
+            }
+        }
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::example());
             Ok(())
@@ -95,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     Command::Migrate => serve::migrate(&conf, &cli.data_dir).await,
                     Command::Admin(cmd) => admin::run(&conf, &cli.data_dir, cmd).await,
+                    Command::Audit(cmd) => audit::run(&conf, &cli.data_dir, cmd).await,
                     _ => unreachable!("handled above"),
                 }
             })

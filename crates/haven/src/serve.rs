@@ -38,11 +38,11 @@ pub async fn open_app(conf: &Conf, data_dir: &Path) -> anyhow::Result<App> {
     ensure_data_dir(data_dir)?;
     let settings = conf.app_settings()?;
     let url = conf.database_url(data_dir)?;
-    let key = crate::keys::master_key(conf, data_dir)?;
+    let keys = crate::keys::load(conf, data_dir)?;
     let opts = StoreOptions { max_connections: conf.database.max_connections, ..StoreOptions::default() };
     let store = Store::open(&url, &opts).await.context("cannot open the database")?;
     let entropy: Arc<Mutex<dyn haven_domain::Entropy + Send>> = Arc::new(Mutex::new(OsEntropy));
-    Ok(App::new(store, &key, settings, Arc::new(SystemClock), entropy)?)
+    Ok(App::new(store, keys, settings, Arc::new(SystemClock), entropy)?)
 }
 
 /// `haven migrate`.
@@ -94,6 +94,7 @@ pub async fn serve(conf: &Conf, data_dir: &Path, demo: bool, bind: Option<&str>)
         json_body_limit: conf.server.json_body_limit,
     };
     let router = haven_http::router(haven_http::HttpState::new(app.clone(), http));
+    let checkpoints = tokio::spawn(sign_checkpoints(app.clone(), conf.audit.checkpoint_interval_seconds));
     let tcp = tokio::net::TcpListener::bind(listen.bind)
         .await
         .with_context(|| format!("cannot listen on {}", listen.bind))?;
@@ -101,9 +102,25 @@ pub async fn serve(conf: &Conf, data_dir: &Path, demo: bool, bind: Option<&str>)
     tracing::info!(%addr, backend = app.store().backend().name(), "Haven is listening");
     println!("Haven is listening on {scheme}://{addr}");
     haven_http::serve::serve(tcp, tls, router, shutdown_signal()).await?;
+    checkpoints.abort();
+    // A last checkpoint, so that everything recorded before shutdown is covered by a signature.
+    if let Err(e) = app.checkpoint().await {
+        tracing::warn!(error = %e, "could not sign the final audit checkpoint");
+    }
     app.store().close().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Signs a checkpoint of the audit log every `interval` seconds (when it has grown).
+async fn sign_checkpoints(app: App, interval: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(interval.max(1)));
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.checkpoint().await {
+            tracing::warn!(error = %e, "could not sign an audit checkpoint");
+        }
+    }
 }
 
 async fn print_demo(app: &App, scheme: &str, bind: std::net::SocketAddr) -> anyhow::Result<()> {

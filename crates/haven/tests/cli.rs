@@ -289,3 +289,62 @@ fn demo_prints_accounts_once_and_shuts_down_cleanly() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn audit_export_verifies_offline_and_names_a_tampered_entry() {
+    let d = temp_dir("audit");
+    assert!(haven(&d).args(["admin", "create-org", "--name", "Audit Clinic"]).status().unwrap().success());
+    for u in ["dr.one", "dr.two", "dr.three"] {
+        let o = haven(&d)
+            .args([
+                "admin",
+                "create-user",
+                "--org",
+                "Audit Clinic",
+                "--username",
+                u,
+                "--display-name",
+                "D",
+                "--role",
+                "clinician",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let kept = d.join("kept.note");
+    let o = haven(&d).args(["audit", "checkpoint"]).output().unwrap();
+    assert!(o.status.success());
+    std::fs::write(&kept, &o.stdout).unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("haven/audit\n4\n"), "{}", text(&o));
+    assert!(
+        haven(&d)
+            .args(["admin", "deactivate-user", "--org", "Audit Clinic", "--username", "dr.two"])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let export = d.join("export.txt");
+    let o = haven(&d).args(["audit", "export", "--output", export.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("exported 5 entries (5 in full)"), "{}", text(&o));
+    // The verifier needs neither the data directory nor the database.
+    let elsewhere = temp_dir("audit-elsewhere");
+    let o = haven(&elsewhere)
+        .args(["audit", "verify", export.to_str().unwrap(), "--checkpoint", kept.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).starts_with("OK: 5 entries"), "{}", text(&o));
+    assert!(!elsewhere.exists(), "verify touched no data directory");
+
+    let original = std::fs::read_to_string(&export).unwrap();
+    let tampered = original.replacen("\"subtype\":\"user-deactivate\"", "\"subtype\":\"user-create\"", 1);
+    assert_ne!(tampered, original);
+    std::fs::write(&export, tampered).unwrap();
+    let o = haven(&elsewhere).args(["audit", "verify", export.to_str().unwrap()]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("FAILED: entry 5,"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&d);
+}

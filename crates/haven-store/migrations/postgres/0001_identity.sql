@@ -58,11 +58,16 @@ CREATE TABLE auth_throttle (
 -- The audit log. Sequence numbers come from audit_head, incremented in the same transaction as
 -- the row (its row lock orders concurrent writers), so they are gap-free. Rows can be neither
 -- updated nor deleted, nor the table truncated.
+-- The head of the Merkle log: its size and the roots of its perfect subtrees (the compact
+-- frontier, 32 bytes each, largest first), from which the tree head follows.
 CREATE TABLE audit_head (
     id BIGINT PRIMARY KEY CHECK (id = 1),
-    size BIGINT NOT NULL
+    size BIGINT NOT NULL,
+    -- The time of the newest entry: entries never go back in time, even if the clock does.
+    last_time BIGINT NOT NULL,
+    frontier BYTEA NOT NULL
 );
-INSERT INTO audit_head (id, size) VALUES (1, 0);
+INSERT INTO audit_head (id, size, last_time, frontier) VALUES (1, 0, 0, ''::bytea);
 
 CREATE TABLE audit_log (
     seq BIGINT PRIMARY KEY,
@@ -72,9 +77,20 @@ CREATE TABLE audit_log (
     subtype TEXT NOT NULL,
     outcome TEXT NOT NULL,
     agent_user_id TEXT,
-    entry TEXT NOT NULL
+    -- The canonical entry: the exact bytes the leaf hash is computed over.
+    entry TEXT NOT NULL,
+    leaf_hash BYTEA NOT NULL
 );
 CREATE INDEX audit_by_org_time ON audit_log (org_id, recorded_at);
+CREATE INDEX audit_by_time ON audit_log (recorded_at);
+
+-- Signed checkpoints (C2SP signed notes) of the log, kept for auditors and for consistency.
+CREATE TABLE audit_checkpoints (
+    size BIGINT PRIMARY KEY,
+    root_hash BYTEA NOT NULL,
+    note TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
 
 CREATE FUNCTION haven_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

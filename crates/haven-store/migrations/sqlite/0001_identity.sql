@@ -57,11 +57,16 @@ CREATE TABLE auth_throttle (
 
 -- The audit log. Sequence numbers come from audit_head, incremented in the same transaction as
 -- the row, so they are gap-free. Rows can be neither updated nor deleted.
+-- The head of the Merkle log: its size and the roots of its perfect subtrees (the compact
+-- frontier, 32 bytes each, largest first), from which the tree head follows.
 CREATE TABLE audit_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    -- The time of the newest entry: entries never go back in time, even if the clock does.
+    last_time INTEGER NOT NULL,
+    frontier BLOB NOT NULL
 );
-INSERT INTO audit_head (id, size) VALUES (1, 0);
+INSERT INTO audit_head (id, size, last_time, frontier) VALUES (1, 0, 0, X'');
 
 CREATE TABLE audit_log (
     seq INTEGER PRIMARY KEY,
@@ -71,9 +76,20 @@ CREATE TABLE audit_log (
     subtype TEXT NOT NULL,
     outcome TEXT NOT NULL,
     agent_user_id TEXT,
-    entry TEXT NOT NULL
+    -- The canonical entry: the exact bytes the leaf hash is computed over.
+    entry TEXT NOT NULL,
+    leaf_hash BLOB NOT NULL
 );
 CREATE INDEX audit_by_org_time ON audit_log (org_id, recorded_at);
+CREATE INDEX audit_by_time ON audit_log (recorded_at);
+
+-- Signed checkpoints (C2SP signed notes) of the log, kept for auditors and for consistency.
+CREATE TABLE audit_checkpoints (
+    size INTEGER PRIMARY KEY,
+    root_hash BLOB NOT NULL,
+    note TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 
 CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 BEGIN
