@@ -3,7 +3,7 @@
 use haven_audit::checkpoint::Checkpoint;
 use haven_audit::export;
 use haven_domain::audit::{AuditAction, AuditOutcome};
-use haven_store::StoredCheckpoint;
+pub use haven_store::{StoredAudit, StoredCheckpoint};
 use jiff::Timestamp;
 
 use crate::{Actor, App, AppError, AppResult};
@@ -98,5 +98,133 @@ impl App {
         rec = rec.entity("audit-log", cp.size);
         self.store.record_audit(&rec, self.now()).await?;
         Ok(ExportSummary { size: cp.size, full_entries: full, checkpoints: checkpoints.len() })
+    }
+}
+
+/// A search of the organisation's audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSearch {
+    /// Actions by this user.
+    pub user: Option<haven_domain::UserId>,
+    /// Actions on this patient.
+    pub patient: Option<String>,
+    /// Actions on this conversation.
+    pub conversation: Option<String>,
+    /// Event subtype, e.g. `login`, `user-create`.
+    pub action: Option<String>,
+    /// `success` or `failure`.
+    pub outcome: Option<String>,
+    /// Recorded at or after.
+    pub from: Option<Timestamp>,
+    /// Recorded at or before.
+    pub to: Option<Timestamp>,
+    /// Entries older than this sequence number (the previous page's last).
+    pub before: Option<i64>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// A Merkle proof, as hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// The leaf the proof is for (inclusion proofs).
+    pub leaf: Option<haven_audit::Hash>,
+    /// The proof's hashes.
+    pub hashes: Vec<haven_audit::Hash>,
+}
+
+impl App {
+    /// Searches the caller's organisation's audit trail (compliance officers and admins); the
+    /// search itself is recorded.
+    pub async fn search_audit(
+        &self,
+        p: &crate::Principal,
+        s: &AuditSearch,
+    ) -> AppResult<Vec<haven_store::StoredAudit>> {
+        p.require(haven_domain::roles::Permission::AuditRead)?;
+        let mut q = haven_store::AuditQuery {
+            subtype: s.action.clone(),
+            from: s.from,
+            to: s.to,
+            before_seq: s.before,
+            ..Default::default()
+        };
+        q.outcome = match s.outcome.as_deref() {
+            None => None,
+            Some("success") => Some("success".into()),
+            Some("failure") => Some("minor_failure".into()),
+            Some("serious_failure") => Some("serious_failure".into()),
+            Some(_) => {
+                return Err(haven_domain::ValidationError::new(
+                    "outcome",
+                    "invalid_outcome",
+                    "outcome is success, failure or serious_failure",
+                )
+                .into());
+            }
+        };
+        let mut rec = self.record(
+            Some(p.org()),
+            "audit",
+            "audit-search",
+            AuditAction::E,
+            AuditOutcome::Success,
+            p.agent(),
+        );
+        if let Some(u) = s.user {
+            q.refs.push(("agent".into(), u.to_string()));
+            rec = rec.entity("user", u);
+        }
+        if let Some(pt) = &s.patient {
+            q.refs.push(("patient".into(), pt.clone()));
+            rec = rec.entity("patient", pt);
+        }
+        if let Some(c) = &s.conversation {
+            q.refs.push(("conversation".into(), c.clone()));
+            rec = rec.entity("conversation", c);
+        }
+        let found = self.store.search_audit(p.org(), &q, s.limit.clamp(1, 500)).await?;
+        self.store.record_audit(&rec, self.now()).await?;
+        Ok(found)
+    }
+
+    /// The newest signed checkpoint (signing one first if the log has grown).
+    pub async fn latest_checkpoint(&self, p: &crate::Principal) -> AppResult<StoredCheckpoint> {
+        p.require(haven_domain::roles::Permission::AuditRead)?;
+        self.checkpoint().await
+    }
+
+    /// The inclusion proof of entry `seq` (of the caller's organisation) in the tree of `size`.
+    pub async fn inclusion_proof(&self, p: &crate::Principal, seq: u64, size: u64) -> AppResult<Proof> {
+        p.require(haven_domain::roles::Permission::AuditRead)?;
+        let org = self.store.audit_entry_org(i64::try_from(seq).unwrap_or(i64::MAX)).await?;
+        if org.flatten() != Some(p.org().to_string()) || seq == 0 || seq > size {
+            return Err(AppError::NotFound);
+        }
+        let leaves = self.store.audit_leaves(size).await?;
+        if (leaves.len() as u64) < size {
+            return Err(AppError::NotFound);
+        }
+        let i = usize::try_from(seq - 1).map_err(|_| AppError::NotFound)?;
+        Ok(Proof { leaf: Some(leaves[i]), hashes: haven_audit::merkle::inclusion_proof(i, &leaves) })
+    }
+
+    /// The consistency proof between the trees of sizes `first <= second`.
+    pub async fn consistency_proof(&self, p: &crate::Principal, first: u64, second: u64) -> AppResult<Proof> {
+        p.require(haven_domain::roles::Permission::AuditRead)?;
+        if first == 0 || first > second {
+            return Err(haven_domain::ValidationError::new(
+                "first",
+                "invalid_range",
+                "need 0 < first <= second",
+            )
+            .into());
+        }
+        let leaves = self.store.audit_leaves(second).await?;
+        if (leaves.len() as u64) < second {
+            return Err(AppError::NotFound);
+        }
+        let m = usize::try_from(first).map_err(|_| AppError::NotFound)?;
+        Ok(Proof { leaf: None, hashes: haven_audit::merkle::consistency_proof(m, &leaves) })
     }
 }

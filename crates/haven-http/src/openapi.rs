@@ -9,7 +9,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema};
 
 use crate::error::Problem;
-use crate::routes::{auth, org, system, users};
+use crate::routes::{audit, auth, org, system, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,7 @@ use crate::routes::{auth, org, system, users};
         auth::logout, auth::logout_all, auth::change_password,
         users::list, users::create, users::get_one, users::deactivate, users::reset_mfa, users::set_roles,
         org::get_org, org::set_policy, org::roles,
+        audit::search, audit::checkpoint, audit::inclusion, audit::consistency,
     ),
     components(schemas(Problem)),
     modifiers(&Security),
@@ -32,6 +33,7 @@ use crate::routes::{auth, org, system, users};
         (name = "identity", description = "The signed-in user"),
         (name = "users", description = "Directory and user administration"),
         (name = "organization", description = "Organisation policy and roles"),
+        (name = "audit", description = "The tamper-evident audit trail: search, checkpoints, proofs"),
         (name = "system", description = "Health, readiness, metrics"),
     )
 )]

@@ -131,7 +131,36 @@ pub(crate) async fn append(conn: &mut AnyConnection, rec: &AuditRecord, now: Tim
     .bind(leaf.to_vec())
     .execute(&mut *conn)
     .await?;
+    let org = rec.org_id.map(|o| o.to_string());
+    let agent = rec.agent.user_id.map(|u| ("agent".to_owned(), u.to_string()));
+    for (kind, id) in rec.entities.iter().map(|e| (e.kind.clone(), e.id.clone())).chain(agent) {
+        sqlx::query("INSERT INTO audit_index (seq, org_id, kind, ref_id) VALUES ($1, $2, $3, $4)")
+            .bind(seq)
+            .bind(org.clone())
+            .bind(kind)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(seq)
+}
+
+/// What to search the audit log for; every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Entries whose agent or entities include this (kind, id), e.g. ("agent", user id),
+    /// ("patient", id), ("conversation", id).
+    pub refs: Vec<(String, String)>,
+    /// Event subtype, e.g. `login`.
+    pub subtype: Option<String>,
+    /// `success`, `minor_failure` or `serious_failure`.
+    pub outcome: Option<String>,
+    /// Recorded at or after.
+    pub from: Option<Timestamp>,
+    /// Recorded at or before.
+    pub to: Option<Timestamp>,
+    /// Only entries older than this sequence number (paging backwards).
+    pub before_seq: Option<i64>,
 }
 
 impl Store {
@@ -152,6 +181,61 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
+        rows.iter().map(stored).collect()
+    }
+
+    /// An organisation's audit records matching `q`, newest first, at most `limit`.
+    pub async fn search_audit(
+        &self,
+        org: OrgId,
+        q: &AuditQuery,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredAudit>> {
+        // Only the filters present become SQL; values are always bound, never spliced.
+        let mut sql = String::from("SELECT seq, recorded_at, entry FROM audit_log WHERE org_id = $1");
+        let mut n = 1;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        let mut binds: Vec<Bind> = vec![Bind::Text(org.to_string())];
+        for (kind, id) in &q.refs {
+            let (a, b, c) = (next(), next(), next());
+            sql.push_str(&format!(
+                " AND seq IN (SELECT seq FROM audit_index WHERE org_id = ${a} AND kind = ${b} AND ref_id = ${c})"
+            ));
+            binds.extend([Bind::Text(org.to_string()), Bind::Text(kind.clone()), Bind::Text(id.clone())]);
+        }
+        if let Some(s) = &q.subtype {
+            sql.push_str(&format!(" AND subtype = ${}", next()));
+            binds.push(Bind::Text(s.clone()));
+        }
+        if let Some(o) = &q.outcome {
+            sql.push_str(&format!(" AND outcome = ${}", next()));
+            binds.push(Bind::Text(o.clone()));
+        }
+        if let Some(f) = q.from {
+            sql.push_str(&format!(" AND recorded_at >= ${}", next()));
+            binds.push(Bind::Int(ms(f)));
+        }
+        if let Some(t) = q.to {
+            sql.push_str(&format!(" AND recorded_at <= ${}", next()));
+            binds.push(Bind::Int(ms(t)));
+        }
+        if let Some(b) = q.before_seq {
+            sql.push_str(&format!(" AND seq < ${}", next()));
+            binds.push(Bind::Int(b));
+        }
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", next()));
+        binds.push(Bind::Int(i64::from(limit)));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            query = match b {
+                Bind::Text(t) => query.bind(t),
+                Bind::Int(i) => query.bind(i),
+            };
+        }
+        let rows = query.fetch_all(&self.read).await?;
         rows.iter().map(stored).collect()
     }
 
@@ -188,6 +272,16 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The organisation an entry belongs to: `None` if there is no such entry, `Some(None)` for
+    /// a server-wide entry.
+    pub async fn audit_entry_org(&self, seq: i64) -> StoreResult<Option<Option<String>>> {
+        let row = sqlx::query("SELECT org_id FROM audit_log WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| get::<Option<String>>(&r, "org_id")).transpose()
     }
 
     /// The leaf hashes of the first `size` entries, in order (for proofs).
@@ -241,6 +335,11 @@ impl Store {
             })
             .collect()
     }
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
 }
 
 fn stored(row: &sqlx::any::AnyRow) -> StoreResult<StoredAudit> {

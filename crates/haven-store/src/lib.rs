@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyQueryResult};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
-pub use audit::{AuditHead, RawAuditEntry, StoredAudit, StoredCheckpoint};
+pub use audit::{AuditHead, AuditQuery, RawAuditEntry, StoredAudit, StoredCheckpoint};
 pub use identity::{LoginCandidate, NewUser, UserPage};
 pub use sessions::{MfaProof, NewSession, SessionRecord};
 

@@ -1,5 +1,6 @@
 //! The routes, one small handler each, grouped by resource.
 
+pub(crate) mod audit;
 pub(crate) mod auth;
 pub(crate) mod org;
 pub(crate) mod system;
@@ -32,4 +33,8 @@ pub(crate) fn routes() -> Router<HttpState> {
         .route("/api/v1/roles", get(org::roles))
         .route("/api/v1/organization", get(org::get_org))
         .route("/api/v1/organization/policy", put(org::set_policy))
+        .route("/api/v1/audit/events", get(audit::search))
+        .route("/api/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/api/v1/audit/proofs/inclusion", get(audit::inclusion))
+        .route("/api/v1/audit/proofs/consistency", get(audit::consistency))
 }

@@ -84,6 +84,16 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_by_org_time ON audit_log (org_id, recorded_at);
 CREATE INDEX audit_by_time ON audit_log (recorded_at);
 
+-- What each audit entry is about (its agent and entities), for search by user, patient,
+-- conversation…; written with the entry, append-only like it.
+CREATE TABLE audit_index (
+    seq BIGINT NOT NULL REFERENCES audit_log(seq),
+    org_id TEXT,
+    kind TEXT NOT NULL,
+    ref_id TEXT NOT NULL
+);
+CREATE INDEX audit_index_lookup ON audit_index (org_id, kind, ref_id, seq);
+
 -- Signed checkpoints (C2SP signed notes) of the log, kept for auditors and for consistency.
 CREATE TABLE audit_checkpoints (
     size BIGINT PRIMARY KEY,
