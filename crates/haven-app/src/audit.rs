@@ -228,3 +228,63 @@ impl App {
         Ok(Proof { leaf: None, hashes: haven_audit::merkle::consistency_proof(m, &leaves) })
     }
 }
+
+/// Export formats of the organisation's audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A FHIR R4 `collection` Bundle of AuditEvent resources.
+    Fhir,
+    /// JSON Lines: one canonical entry per line, exactly as hashed into the log.
+    JsonLines,
+}
+
+impl App {
+    /// Exports the caller's organisation's entries recorded within `[from, to]`, oldest first;
+    /// the export is recorded.
+    pub async fn export_org_audit(
+        &self,
+        p: &crate::Principal,
+        format: ExportFormat,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> AppResult<String> {
+        p.require(haven_domain::roles::Permission::AuditRead)?;
+        let mut q = haven_store::AuditQuery { from, to, ..Default::default() };
+        let mut events = Vec::new();
+        loop {
+            let page = self.store.search_audit(p.org(), &q, 1000).await?;
+            let Some(last) = page.last() else { break };
+            q.before_seq = Some(last.seq);
+            let done = page.len() < 1000;
+            events.extend(page);
+            if done {
+                break;
+            }
+        }
+        events.reverse();
+        let body = match format {
+            ExportFormat::Fhir => {
+                let b = crate::audit_fhir::bundle(&events, &self.settings.node_name, self.now());
+                serde_json::to_string(&b).map_err(|e| AppError::Internal(e.to_string()))?
+            }
+            ExportFormat::JsonLines => {
+                let mut out = String::new();
+                for e in &events {
+                    let line = serde_json::json!({"seq": e.seq, "time": e.recorded_at.as_millisecond(), "record": e.record});
+                    out.push_str(&line.to_string());
+                    out.push('\n');
+                }
+                out
+            }
+        };
+        let sub = match format {
+            ExportFormat::Fhir => "audit-export-fhir",
+            ExportFormat::JsonLines => "audit-export-jsonl",
+        };
+        let rec = self
+            .record(Some(p.org()), "audit", sub, AuditAction::E, AuditOutcome::Success, p.agent())
+            .entity("audit-log", events.len());
+        self.store.record_audit(&rec, self.now()).await?;
+        Ok(body)
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod audit_fhir;
 pub mod auth;
 pub mod demo;
 mod error;

@@ -24,9 +24,9 @@ use crate::routes::{audit, auth, org, system, users};
         auth::logout, auth::logout_all, auth::change_password,
         users::list, users::create, users::get_one, users::deactivate, users::reset_mfa, users::set_roles,
         org::get_org, org::set_policy, org::roles,
-        audit::search, audit::checkpoint, audit::inclusion, audit::consistency,
+        audit::search, audit::checkpoint, audit::export, audit::inclusion, audit::consistency,
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, audit::ExportFormatParam)),
     modifiers(&Security),
     tags(
         (name = "auth", description = "Sign-in, MFA and sessions"),

@@ -283,3 +283,50 @@ pub(crate) async fn consistency(
     let proof = state.app.consistency_proof(&p, q.first, q.second).await?;
     Ok(Json(ProofView { leaf_hash: None, proof: proof.hashes.iter().map(|h| hex(h)).collect() }))
 }
+
+/// Export parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    /// `fhir` (a FHIR R4 Bundle of AuditEvent) or `jsonl` (JSON Lines).
+    pub format: ExportFormatParam,
+    /// Recorded at or after (RFC 3339).
+    pub from: Option<String>,
+    /// Recorded at or before (RFC 3339).
+    pub to: Option<String>,
+}
+
+/// Export format.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormatParam {
+    /// FHIR R4 Bundle of AuditEvent resources.
+    Fhir,
+    /// JSON Lines.
+    Jsonl,
+}
+
+/// GET /api/v1/audit/export — the organisation's audit trail as FHIR AuditEvents or JSON Lines
+/// (audited itself).
+#[utoipa::path(get, path = "/api/v1/audit/export", tag = "audit", params(ExportParams),
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 200, description = "the export", content(
+        (Object = "application/fhir+json"),
+        (String = "application/x-ndjson"),
+    )), crate::openapi::QueryErrors))]
+pub(crate) async fn export(
+    State(state): State<HttpState>,
+    Auth(p): Auth,
+    ApiQuery(q): ApiQuery<ExportParams>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let (format, content_type) = match q.format {
+        ExportFormatParam::Fhir => (haven_app::audit::ExportFormat::Fhir, "application/fhir+json"),
+        ExportFormatParam::Jsonl => (haven_app::audit::ExportFormat::JsonLines, "application/x-ndjson"),
+    };
+    let body = state
+        .app
+        .export_org_audit(&p, format, time("from", q.from.as_deref())?, time("to", q.to.as_deref())?)
+        .await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response())
+}

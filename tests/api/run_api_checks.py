@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Runs schemathesis against a real Haven: starts `haven serve --demo` on a free loopback port
-with a fresh data directory, signs in as the demo admin (password + TOTP), and fuzzes every
-operation of the served OpenAPI document with that session. Fails on any 5xx and on any response
-that the document does not describe.
+"""Checks a real Haven with real peers: starts `haven serve --demo` on a free loopback port with
+a fresh data directory, signs in as demo users (password + TOTP), then
+1. validates the audit trail's FHIR export with the `fhir.resources` package (R4B models, whose
+   AuditEvent is R4's) and the JSON Lines export line by line;
+2. runs schemathesis against the served OpenAPI document as the admin: any 5xx, or any
+   response the document does not describe, fails.
 
-Usage: run_schemathesis.py HAVEN_BINARY [extra schemathesis args]
+Usage: run_api_checks.py HAVEN_BINARY [extra schemathesis args]
 """
 
 import base64
@@ -39,6 +41,48 @@ def post(base: str, path: str, body: dict, token: str | None = None) -> dict:
         return json.load(resp)
 
 
+def get(base: str, path: str, token: str) -> tuple[str, bytes]:
+    req = urllib.request.Request(base + path)
+    req.add_header("authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return resp.headers.get("content-type", ""), resp.read()
+
+
+def sign_in(base: str, account: tuple[str, str, str]) -> str:
+    username, password, secret = account
+    pending = post(base, "/api/v1/auth/login", {"username": username, "password": password})
+    active = post(base, "/api/v1/auth/mfa/verify", {"code": totp(secret, time.time())}, pending["token"])
+    assert active["state"] == "active", active
+    return active["token"]
+
+
+def check_fhir_export(base: str, token: str) -> None:
+    from fhir.resources.R4B.auditevent import AuditEvent
+    from fhir.resources.R4B.bundle import Bundle
+
+    ctype, body = get(base, "/api/v1/audit/export?format=fhir", token)
+    assert ctype.startswith("application/fhir+json"), ctype
+    data = json.loads(body)
+    bundle = Bundle.model_validate(data)
+    assert bundle.type == "collection"
+    resources = [e["resource"] for e in data["entry"]]
+    assert len(resources) >= 12, f"expected the demo's events, got {len(resources)}"
+    for r in resources:
+        event = AuditEvent.model_validate(r)
+        assert event.outcome in ("0", "4", "8")
+        assert event.agent and event.source.observer
+    subtypes = {r["subtype"][0]["code"] for r in resources}
+    for needed in ("organization-create", "user-create", "mfa-enroll", "login-password", "mfa-verify"):
+        assert needed in subtypes, f"{needed} missing from {sorted(subtypes)}"
+    ctype, body = get(base, "/api/v1/audit/export?format=jsonl", token)
+    assert ctype.startswith("application/x-ndjson"), ctype
+    lines = body.decode().splitlines()
+    assert len(lines) >= len(resources)
+    seqs = [json.loads(line)["seq"] for line in lines]
+    assert seqs == sorted(seqs), "JSON Lines export is in log order"
+    print(f"FHIR export: {len(resources)} AuditEvents validated by fhir.resources; JSON Lines: {len(lines)} lines", flush=True)
+
+
 def main() -> int:
     binary = sys.argv[1]
     extra = sys.argv[2:]
@@ -51,27 +95,24 @@ def main() -> int:
         text=True,
     )
     try:
-        admin = None
+        accounts = {}
         base = None
         started = time.time()
         for line in server.stdout:
             fields = line.split()
-            if fields and fields[0] == "admin" and len(fields) >= 4:
-                admin = (fields[2], fields[3])
+            if len(fields) == 4 and fields[0] in ("admin", "compliance.chen"):
+                accounts[fields[0]] = (fields[0], fields[2], fields[3])
             m = re.match(r"Haven is listening on (http://\S+)", line)
             if m:
                 base = m.group(1)
                 break
-        if not base or not admin:
+        if not base or len(accounts) != 2:
             print("haven did not start or print the demo accounts", file=sys.stderr)
             return 1
         # The demo enrolment used the current TOTP step: wait for the next one.
         time.sleep(30 - (time.time() % 30) + 1 if time.time() - started < 31 else 0)
-        password, secret = admin
-        pending = post(base, "/api/v1/auth/login", {"username": "admin", "password": password})
-        active = post(base, "/api/v1/auth/mfa/verify", {"code": totp(secret, time.time())}, pending["token"])
-        assert active["state"] == "active", active
-        token = active["token"]
+        check_fhir_export(base, sign_in(base, accounts["compliance.chen"]))
+        token = sign_in(base, accounts["admin"])
         cmd = [
             os.path.join(os.path.dirname(sys.executable), "schemathesis"),
             "run",
