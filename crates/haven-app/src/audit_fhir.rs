@@ -108,3 +108,24 @@ pub fn bundle(events: &[StoredAudit], node: &str, now: jiff::Timestamp) -> Value
         })).collect::<Vec<_>>(),
     })
 }
+
+/// One entry as an RFC 5424 syslog message in the IHE ATNA style: facility 10
+/// (security/authorization), severity notice (warning for failures), MSGID `ATNA-FHIR`, the
+/// entry's sequence number in structured data, and the FHIR AuditEvent JSON as the message.
+pub fn syslog_message(e: &StoredAudit, node: &str) -> String {
+    let severity = if e.record.outcome == AuditOutcome::Success { 5 } else { 4 };
+    let pri = 10 * 8 + severity;
+    let host: String = node.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
+    let host = if host.is_empty() { "-".to_owned() } else { host };
+    format!(
+        "<{pri}>1 {} {host} haven - ATNA-FHIR [haven@32473 seq=\"{}\"] {}",
+        e.recorded_at,
+        e.seq,
+        audit_event(e, node)
+    )
+}
+
+/// An RFC 5425 frame: the message's length in octets, a space, the message.
+pub fn octet_counted(message: &str) -> String {
+    format!("{} {message}", message.len())
+}

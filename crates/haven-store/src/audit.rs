@@ -301,6 +301,28 @@ impl Store {
         Ok(AuditHead { size: f.size(), root: f.root() })
     }
 
+    /// The last sequence number forwarder `name` has delivered (0 when it never ran).
+    pub async fn forward_cursor(&self, name: &str) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT last_seq FROM audit_forward_cursor WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| get::<i64>(&r, "last_seq")).transpose().map(|v| v.unwrap_or(0))
+    }
+
+    /// Records that forwarder `name` has delivered everything up to `seq`.
+    pub async fn set_forward_cursor(&self, name: &str, seq: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_forward_cursor (name, last_seq) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq",
+        )
+        .bind(name)
+        .bind(seq)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
     /// Keeps a signed checkpoint (a second one for the same size is ignored).
     pub async fn save_checkpoint(&self, cp: &StoredCheckpoint) -> StoreResult<()> {
         sqlx::query(

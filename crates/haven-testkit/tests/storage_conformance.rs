@@ -269,3 +269,38 @@ both_backends!(the_audit_log_is_a_merkle_log_whose_head_matches_its_leaves, |b: 
     assert_eq!(s.checkpoints(6).await.unwrap(), vec![cp]);
     assert!(s.checkpoints(5).await.unwrap().is_empty());
 });
+
+both_backends!(an_action_whose_audit_record_cannot_be_written_fails_whole, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = open(&db).await;
+    let a = org(&s, "A").await;
+    let mut c = raw(&db).await;
+    // Make every audit insert fail, as a full disk or a broken audit table would.
+    match b {
+        Backend::Sqlite => {
+            c.execute("CREATE TRIGGER audit_broken BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'broken'); END")
+                .await
+                .unwrap();
+        }
+        Backend::Postgres => {
+            c.execute(sqlx::raw_sql(
+                "CREATE FUNCTION audit_broken() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'broken'; END $$;
+                 CREATE TRIGGER audit_broken BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_broken();",
+            ))
+            .await
+            .unwrap();
+        }
+    }
+    let u = NewUser {
+        id: id(UserId::random),
+        org_id: a,
+        username: "alice".into(),
+        display_name: "Alice".into(),
+        roles: RoleSet::new([Role::Nurse]).unwrap(),
+        password_hash: "x".into(),
+    };
+    assert!(s.create_user(&u, &rec(Some(a), "user"), t(1)).await.is_err());
+    assert!(matches!(s.user(a, u.id).await, Err(StoreError::NotFound)), "no user without its audit record");
+    let head = s.audit_head().await.unwrap();
+    assert_eq!(head.size, 1, "the head did not move either");
+});

@@ -147,6 +147,29 @@ pub struct AuditConf {
     /// How often the server signs a checkpoint of the log when it has grown, in seconds.
     #[config(env = "HAVEN_AUDIT_CHECKPOINT_INTERVAL_SECONDS", default = 300)]
     pub checkpoint_interval_seconds: u64,
+    /// Forwarding to a syslog collector (SIEM).
+    #[config(nested)]
+    pub syslog: SyslogConf,
+}
+
+/// Forwarding every audit entry to a syslog collector: RFC 5424 messages over TLS (RFC 5425),
+/// IHE ATNA style, in log order. The log itself is the durable buffer: while the collector is
+/// down nothing is lost, and delivery resumes where it stopped (at least once; the entry's
+/// sequence number is in the structured data for de-duplication).
+#[derive(Debug, Config)]
+pub struct SyslogConf {
+    /// The collector, `host:port` (6514 is the syslog-over-TLS port). Unset: no forwarding.
+    #[config(env = "HAVEN_AUDIT_SYSLOG_ADDRESS")]
+    pub address: Option<String>,
+    /// The name to verify in the collector's certificate. Default: the host of `address`.
+    #[config(env = "HAVEN_AUDIT_SYSLOG_SERVER_NAME")]
+    pub server_name: Option<String>,
+    /// PEM file of the CA(s) that issued the collector's certificate. Required with `address`.
+    #[config(env = "HAVEN_AUDIT_SYSLOG_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// How often to look for new entries, in milliseconds.
+    #[config(env = "HAVEN_AUDIT_SYSLOG_POLL_MS", default = 1000)]
+    pub poll_ms: u64,
 }
 
 /// Logging.

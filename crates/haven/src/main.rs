@@ -5,6 +5,7 @@ mod audit;
 mod config;
 mod keys;
 mod serve;
+mod syslog;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -78,6 +78,7 @@ async fn shutdown_signal() {
 /// `haven serve`.
 pub async fn serve(conf: &Conf, data_dir: &Path, demo: bool, bind: Option<&str>) -> anyhow::Result<()> {
     let listen = conf.listen(bind)?;
+    let forwarder = crate::syslog::Forwarder::from_conf(&conf.audit.syslog, &conf.server.node_name)?;
     let tls = match &listen.tls {
         Some((cert, key)) => Some(haven_http::serve::load_tls(cert, key)?),
         None => None,
@@ -95,6 +96,7 @@ pub async fn serve(conf: &Conf, data_dir: &Path, demo: bool, bind: Option<&str>)
     };
     let router = haven_http::router(haven_http::HttpState::new(app.clone(), http));
     let checkpoints = tokio::spawn(sign_checkpoints(app.clone(), conf.audit.checkpoint_interval_seconds));
+    let forwarder = forwarder.map(|f| tokio::spawn(f.run(app.clone())));
     let tcp = tokio::net::TcpListener::bind(listen.bind)
         .await
         .with_context(|| format!("cannot listen on {}", listen.bind))?;
@@ -103,6 +105,9 @@ pub async fn serve(conf: &Conf, data_dir: &Path, demo: bool, bind: Option<&str>)
     println!("Haven is listening on {scheme}://{addr}");
     haven_http::serve::serve(tcp, tls, router, shutdown_signal()).await?;
     checkpoints.abort();
+    if let Some(f) = forwarder {
+        f.abort();
+    }
     // A last checkpoint, so that everything recorded before shutdown is covered by a signature.
     if let Err(e) = app.checkpoint().await {
         tracing::warn!(error = %e, "could not sign the final audit checkpoint");

@@ -94,6 +94,13 @@ CREATE TABLE audit_index (
 );
 CREATE INDEX audit_index_lookup ON audit_index (org_id, kind, ref_id, seq);
 
+-- How far each forwarder (e.g. the syslog collector) has been sent the log; the log itself is
+-- the durable buffer, so nothing is lost while a collector is down.
+CREATE TABLE audit_forward_cursor (
+    name TEXT PRIMARY KEY,
+    last_seq BIGINT NOT NULL
+);
+
 -- Signed checkpoints (C2SP signed notes) of the log, kept for auditors and for consistency.
 CREATE TABLE audit_checkpoints (
     size BIGINT PRIMARY KEY,
