@@ -210,6 +210,44 @@ impl App {
         Ok(issued)
     }
 
+    /// Ends (and records) every session that has timed out, so automatic logoff is recorded
+    /// when it happens, not when the token is next presented. Returns how many ended.
+    pub async fn end_timed_out_sessions(&self) -> AppResult<u64> {
+        let now = self.now();
+        let shortest = jiff::SignedDuration::from_secs(i64::from(haven_domain::org::INACTIVITY_BOUNDS.0));
+        let mut ended = 0;
+        for r in self.store.stale_sessions(now - shortest, now, 1000).await? {
+            if let Err(end) = session::check_alive(&r.policy, r.state, r.created_at, r.last_seen_at, now) {
+                let ctx = SessionContext { record: r, meta: RequestMeta::default() };
+                self.end_timed_out(&ctx, end, now).await?;
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn end_timed_out(
+        &self,
+        ctx: &SessionContext,
+        end: session::SessionEnd,
+        now: Timestamp,
+    ) -> AppResult<()> {
+        let r = &ctx.record;
+        let rec = self
+            .record(
+                Some(r.user.org_id),
+                AUTH,
+                "session-timeout",
+                AuditAction::E,
+                AuditOutcome::Success,
+                ctx.principal().agent(),
+            )
+            .entity("session", r.id)
+            .code(end.as_str());
+        self.store.end_session(r.id, end.as_str(), &rec, now).await?;
+        Ok(())
+    }
+
     /// Finds the session of a token, ending it (and recording why) if it has timed out.
     /// Activity is recorded, at most every few seconds.
     pub async fn session(&self, token: &str, meta: &RequestMeta) -> AppResult<SessionContext> {
@@ -221,18 +259,7 @@ impl App {
         let ctx = SessionContext { record, meta: meta.clone() };
         let r = &ctx.record;
         if let Err(end) = session::check_alive(&r.policy, r.state, r.created_at, r.last_seen_at, now) {
-            let rec = self
-                .record(
-                    Some(r.user.org_id),
-                    AUTH,
-                    "session-timeout",
-                    AuditAction::E,
-                    AuditOutcome::Success,
-                    ctx.principal().agent(),
-                )
-                .entity("session", r.id)
-                .code(end.as_str());
-            self.store.end_session(r.id, end.as_str(), &rec, now).await?;
+            self.end_timed_out(&ctx, end, now).await?;
             return Err(AppError::SessionExpired);
         }
         if now.duration_since(r.last_seen_at) >= session::TOUCH_GRANULARITY {

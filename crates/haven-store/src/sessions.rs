@@ -122,6 +122,28 @@ async fn end_one(conn: &mut AnyConnection, id: SessionId, reason: &str, now: Tim
     Ok(done.rows_affected() == 1)
 }
 
+fn session_select() -> String {
+    format!(
+        "SELECT s.id AS sid, s.state, s.created_at AS s_created, s.last_seen_at, s.expires_at,
+                u.{cols}, o.mfa_required, o.inactivity_timeout_seconds, o.session_lifetime_seconds
+         FROM sessions s JOIN users u ON u.id = s.user_id JOIN organizations o ON o.id = s.org_id",
+        cols = USER_COLUMNS.replace(", ", ", u.")
+    )
+}
+
+fn session_record(row: &sqlx::any::AnyRow) -> StoreResult<SessionRecord> {
+    let state: String = get(row, "state")?;
+    Ok(SessionRecord {
+        id: rows::id(&get::<String>(row, "sid")?)?,
+        state: SessionState::parse(&state).ok_or(StoreError::Corrupt("session state"))?,
+        created_at: ts(get(row, "s_created")?)?,
+        last_seen_at: ts(get(row, "last_seen_at")?)?,
+        expires_at: ts(get(row, "expires_at")?)?,
+        user: rows::user(row)?,
+        policy: rows::policy(row)?,
+    })
+}
+
 impl Store {
     /// Creates a session (a successful password step).
     pub async fn create_session(&self, s: &NewSession, audit_rec: &AuditRecord) -> StoreResult<()> {
@@ -131,28 +153,30 @@ impl Store {
     /// The live (not ended) session with this token digest, with its user and policy.
     /// Whether it has timed out is for the caller to decide, with its clock.
     pub async fn session_by_token(&self, token_digest: &str) -> StoreResult<Option<SessionRecord>> {
+        let sql = format!("{} WHERE s.token_hash = $1 AND s.ended_at IS NULL", session_select());
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(token_digest).fetch_optional(&self.read).await?;
+        row.as_ref().map(session_record).transpose()
+    }
+
+    /// Live sessions that may have timed out: idle since `idle_since` or past their end at
+    /// `now` (the caller applies each organisation's policy), at most `limit`.
+    pub async fn stale_sessions(
+        &self,
+        idle_since: Timestamp,
+        now: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<SessionRecord>> {
         let sql = format!(
-            "SELECT s.id AS sid, s.state, s.created_at AS s_created, s.last_seen_at, s.expires_at,
-                    u.{cols}, o.mfa_required, o.inactivity_timeout_seconds, o.session_lifetime_seconds
-             FROM sessions s JOIN users u ON u.id = s.user_id JOIN organizations o ON o.id = s.org_id
-             WHERE s.token_hash = $1 AND s.ended_at IS NULL",
-            cols = USER_COLUMNS.replace(", ", ", u.")
+            "{} WHERE s.ended_at IS NULL AND (s.last_seen_at <= $1 OR s.expires_at <= $2) LIMIT $3",
+            session_select()
         );
-        let Some(row) =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(token_digest).fetch_optional(&self.read).await?
-        else {
-            return Ok(None);
-        };
-        let state: String = get(&row, "state")?;
-        Ok(Some(SessionRecord {
-            id: rows::id(&get::<String>(&row, "sid")?)?,
-            state: SessionState::parse(&state).ok_or(StoreError::Corrupt("session state"))?,
-            created_at: ts(get(&row, "s_created")?)?,
-            last_seen_at: ts(get(&row, "last_seen_at")?)?,
-            expires_at: ts(get(&row, "expires_at")?)?,
-            user: rows::user(&row)?,
-            policy: rows::policy(&row)?,
-        }))
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(idle_since))
+            .bind(ms(now))
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(session_record).collect()
     }
 
     /// Records activity on a session.

@@ -263,3 +263,27 @@ both_backends!(cookie_sessions_need_a_same_origin_for_writes, |b: Backend| async
     let me = s.client.get(s.url("/api/v1/me")).header("cookie", new_cookie).send().await.unwrap();
     assert_eq!(me.status(), 200, "a cookie GET needs no Origin");
 });
+
+both_backends!(idle_sessions_are_ended_and_recorded_without_being_presented, |b: Backend| async move {
+    let s = TestServer::start(b).await;
+    let org = s.org("Riverside").await;
+    let u = s.enrolled_user(org, "dr.okafor", &[Role::Clinician]).await;
+    let busy = s.enrolled_user(org, "dr.busy", &[Role::Clinician]).await;
+    let idle = s.login(&u).await;
+    let active = s.login(&busy).await;
+    assert_eq!(s.app.end_timed_out_sessions().await.unwrap(), 0);
+    s.clock.advance_secs(10 * 60);
+    assert_eq!(s.get("/api/v1/me", Some(&active)).await.0, 200);
+    s.clock.advance_secs(6 * 60);
+    // The idle sign-in and the two sessions left open by enrolment time out; the busy one not.
+    assert_eq!(s.app.end_timed_out_sessions().await.unwrap(), 3);
+    assert_eq!(s.app.end_timed_out_sessions().await.unwrap(), 0, "recorded once");
+    let audit = s.app.store().recent_audit(org, 100).await.unwrap();
+    let timeouts: Vec<_> = audit.iter().filter(|a| a.record.subtype == "session-timeout").collect();
+    assert_eq!(timeouts.len(), 3);
+    assert_eq!(timeouts.iter().filter(|t| t.record.agent.user_id == Some(u.id)).count(), 2);
+    assert!(timeouts.iter().all(|t| t.record.outcome_code.as_deref() == Some("inactivity_timeout")));
+    let (st, body) = s.get("/api/v1/me", Some(&idle)).await;
+    assert_eq!((st, body["code"].as_str()), (401, Some("unauthenticated")));
+    assert_eq!(s.get("/api/v1/me", Some(&active)).await.0, 200);
+});

@@ -95,7 +95,7 @@ pub async fn serve(conf: &Conf, data_dir: &Path, demo: bool, bind: Option<&str>)
         json_body_limit: conf.server.json_body_limit,
     };
     let router = haven_http::router(haven_http::HttpState::new(app.clone(), http));
-    let checkpoints = tokio::spawn(sign_checkpoints(app.clone(), conf.audit.checkpoint_interval_seconds));
+    let checkpoints = tokio::spawn(background_duties(app.clone(), conf.audit.checkpoint_interval_seconds));
     let forwarder = forwarder.map(|f| tokio::spawn(f.run(app.clone())));
     let tcp = tokio::net::TcpListener::bind(listen.bind)
         .await
@@ -117,13 +117,25 @@ pub async fn serve(conf: &Conf, data_dir: &Path, demo: bool, bind: Option<&str>)
     Ok(())
 }
 
-/// Signs a checkpoint of the audit log every `interval` seconds (when it has grown).
-async fn sign_checkpoints(app: App, interval: u64) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(interval.max(1)));
+/// Background duties: sign a checkpoint of the audit log every `interval` seconds (when it has
+/// grown), and end timed-out sessions every 15 seconds so automatic logoff is recorded when it
+/// happens.
+async fn background_duties(app: App, interval: u64) {
+    let checkpoint_every = std::time::Duration::from_secs(interval.max(1));
+    let mut last_checkpoint = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(15).min(checkpoint_every));
     loop {
         tick.tick().await;
-        if let Err(e) = app.checkpoint().await {
-            tracing::warn!(error = %e, "could not sign an audit checkpoint");
+        match app.end_timed_out_sessions().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "ended timed-out sessions"),
+            Err(e) => tracing::warn!(error = %e, "could not end timed-out sessions"),
+        }
+        if last_checkpoint.elapsed() >= checkpoint_every {
+            last_checkpoint = tokio::time::Instant::now();
+            if let Err(e) = app.checkpoint().await {
+                tracing::warn!(error = %e, "could not sign an audit checkpoint");
+            }
         }
     }
 }
