@@ -2,6 +2,7 @@
 //! tokens and recovery codes (random, stored as SHA-256), AEAD sealing (AES-256-GCM) of small
 //! secrets, and the [`Secret`] type whose `Debug` never prints its contents.
 
+pub mod envelope;
 pub mod password;
 pub mod seal;
 pub mod secret;

@@ -48,6 +48,11 @@ impl MasterKey {
 pub struct SealingKey(Secret<[u8; 32]>);
 
 impl SealingKey {
+    /// A sealing key from raw key bytes (a data key or an unwrapped organisation key).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Secret::new(bytes))
+    }
+
     /// Seals `plaintext` bound to `aad`, with a 96-bit random nonce.
     pub fn seal(&self, nonce: [u8; 12], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let cipher = Aes256Gcm::new(self.0.expose().into());
