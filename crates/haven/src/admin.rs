@@ -66,6 +66,21 @@ pub enum AdminCommand {
         #[arg(long)]
         org: String,
     },
+    /// Show or change an organisation's security policy (unchanged values stay as they are).
+    Policy {
+        /// Organisation name or id.
+        #[arg(long)]
+        org: String,
+        /// Require every user to enrol MFA: true or false.
+        #[arg(long)]
+        mfa_required: Option<bool>,
+        /// End sessions after this many seconds without activity (30 to 14400).
+        #[arg(long)]
+        inactivity_timeout: Option<u32>,
+        /// End sessions this many seconds after sign-in (300 to 43200).
+        #[arg(long)]
+        session_lifetime: Option<u32>,
+    },
 }
 
 async fn resolve_org(app: &App, org: &str) -> anyhow::Result<OrgId> {
@@ -129,6 +144,27 @@ pub async fn run(conf: &Conf, data_dir: &std::path::Path, cmd: AdminCommand) -> 
             let user = app.user_by_username(&op, org, &username).await?;
             app.reset_mfa(&op, org, user.id).await?;
             println!("reset MFA of {}; they will enrol again at next sign-in", user.username);
+        }
+        AdminCommand::Policy { org, mfa_required, inactivity_timeout, session_lifetime } => {
+            let org = resolve_org(&app, &org).await?;
+            let mut policy = app.org(&op, org).await?.policy;
+            let change = mfa_required.is_some() || inactivity_timeout.is_some() || session_lifetime.is_some();
+            if let Some(v) = mfa_required {
+                policy.mfa_required = v;
+            }
+            if let Some(v) = inactivity_timeout {
+                policy.inactivity_timeout_seconds = v;
+            }
+            if let Some(v) = session_lifetime {
+                policy.session_lifetime_seconds = v;
+            }
+            if change {
+                policy = app.set_policy(&op, org, policy).await?.policy;
+            }
+            println!(
+                "mfa_required = {}\ninactivity_timeout_seconds = {}\nsession_lifetime_seconds = {}",
+                policy.mfa_required, policy.inactivity_timeout_seconds, policy.session_lifetime_seconds
+            );
         }
         AdminCommand::ListUsers { org } => {
             let org = resolve_org(&app, &org).await?;

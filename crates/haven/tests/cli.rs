@@ -203,6 +203,18 @@ fn migrate_then_admin_commands() {
             .unwrap()
             .success()
     );
+    let o = haven(&d)
+        .args(["admin", "policy", "--org", "Hillside Clinic", "--inactivity-timeout", "60"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("inactivity_timeout_seconds = 60") && text(&o).contains("mfa_required = true"));
+    let o = haven(&d)
+        .args(["admin", "policy", "--org", "Hillside Clinic", "--inactivity-timeout", "5"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("inactivity_timeout_seconds"), "{}", text(&o));
     let o = haven(&d).args(["admin", "list-users", "--org", "Hillside Clinic"]).output().unwrap();
     let out = text(&o);
     assert!(
