@@ -456,6 +456,20 @@ impl App {
         Ok(self.store.end_user_sessions(p.org(), p.user.id, "logout_all", &rec, self.now()).await?)
     }
 
+    /// The caller's live sessions (to spot one they do not recognise).
+    pub async fn my_sessions(&self, p: &Principal) -> AppResult<Vec<haven_store::SessionSummary>> {
+        Ok(self.store.user_sessions(p.org(), p.user.id).await?)
+    }
+
+    /// Ends one of the caller's own sessions.
+    pub async fn end_my_session(&self, p: &Principal, id: SessionId) -> AppResult<()> {
+        let rec = self
+            .record(Some(p.org()), AUTH, "logout-session", AuditAction::E, AuditOutcome::Success, p.agent())
+            .entity("session", id);
+        self.store.end_user_session(p.user.id, id, "revoked_by_user", &rec, self.now()).await?;
+        Ok(())
+    }
+
     /// Changes the caller's password after checking the current one; every other session of
     /// the user ends.
     pub async fn change_password(

@@ -21,7 +21,7 @@ use crate::routes::{audit, auth, org, system, users};
     paths(
         system::healthz, system::readyz, system::metrics, system::openapi, system::me,
         auth::login, auth::verify_mfa, auth::start_enrolment, auth::confirm_enrolment,
-        auth::logout, auth::logout_all, auth::change_password,
+        auth::logout, auth::logout_all, auth::change_password, auth::sessions, auth::end_session,
         users::list, users::create, users::get_one, users::deactivate, users::reset_mfa, users::set_roles,
         org::get_org, org::set_policy, org::roles,
         audit::search, audit::checkpoint, audit::export, audit::inclusion, audit::consistency,

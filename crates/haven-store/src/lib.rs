@@ -23,7 +23,7 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 pub use audit::{AuditHead, AuditQuery, RawAuditEntry, StoredAudit, StoredCheckpoint};
 pub use identity::{LoginCandidate, NewUser, UserPage};
-pub use sessions::{MfaProof, NewSession, SessionRecord};
+pub use sessions::{MfaProof, NewSession, SessionRecord, SessionSummary};
 
 /// Storage errors: few, so callers can act on them.
 #[derive(Debug, thiserror::Error)]

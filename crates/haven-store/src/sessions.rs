@@ -55,6 +55,25 @@ pub struct SessionRecord {
     pub policy: OrgPolicy,
 }
 
+/// A live session as its owner sees it in a session list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// Its id.
+    pub id: SessionId,
+    /// Sign-in state.
+    pub state: SessionState,
+    /// Sign-in time.
+    pub created_at: Timestamp,
+    /// Last recorded activity.
+    pub last_seen_at: Timestamp,
+    /// Absolute end.
+    pub expires_at: Timestamp,
+    /// Address it signed in from.
+    pub address: Option<String>,
+    /// Its User-Agent.
+    pub user_agent: Option<String>,
+}
+
 /// How a sign-in's second step was proven.
 #[derive(Debug, Clone)]
 pub enum MfaProof {
@@ -177,6 +196,56 @@ impl Store {
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(session_record).collect()
+    }
+
+    /// The live sessions of a user of `org`, newest first.
+    pub async fn user_sessions(&self, org: OrgId, user: UserId) -> StoreResult<Vec<SessionSummary>> {
+        let rows = sqlx::query(
+            "SELECT id, state, created_at, last_seen_at, expires_at, address, user_agent FROM sessions
+             WHERE org_id = $1 AND user_id = $2 AND ended_at IS NULL ORDER BY created_at DESC",
+        )
+        .bind(org.to_string())
+        .bind(user.to_string())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = get(r, "state")?;
+                Ok(SessionSummary {
+                    id: rows::id(&get::<String>(r, "id")?)?,
+                    state: SessionState::parse(&state).ok_or(StoreError::Corrupt("session state"))?,
+                    created_at: ts(get(r, "created_at")?)?,
+                    last_seen_at: ts(get(r, "last_seen_at")?)?,
+                    expires_at: ts(get(r, "expires_at")?)?,
+                    address: get(r, "address")?,
+                    user_agent: get(r, "user_agent")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends session `id` if it is a live session of `user`; NotFound otherwise.
+    pub async fn end_user_session(
+        &self,
+        user: UserId,
+        id: SessionId,
+        reason: &str,
+        audit_rec: &AuditRecord,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.audited(audit_rec, now, async |c| {
+            let done = sqlx::query(
+                "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND user_id = $4 AND ended_at IS NULL",
+            )
+            .bind(ms(now))
+            .bind(reason)
+            .bind(id.to_string())
+            .bind(user.to_string())
+            .execute(&mut *c)
+            .await?;
+            crate::touched(done)
+        })
+        .await
     }
 
     /// Records activity on a session.

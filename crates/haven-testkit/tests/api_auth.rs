@@ -287,3 +287,44 @@ both_backends!(idle_sessions_are_ended_and_recorded_without_being_presented, |b:
     assert_eq!((st, body["code"].as_str()), (401, Some("unauthenticated")));
     assert_eq!(s.get("/api/v1/me", Some(&active)).await.0, 200);
 });
+
+both_backends!(users_see_and_end_their_own_sessions_only, |b: Backend| async move {
+    let s = TestServer::start(b).await;
+    let org = s.org("Riverside").await;
+    let u = s.enrolled_user(org, "dr.okafor", &[Role::Clinician]).await;
+    let other = s.enrolled_user(org, "dr.other", &[Role::Clinician]).await;
+    s.clock.advance_secs(16 * 60);
+    s.app.end_timed_out_sessions().await.unwrap();
+    let a = s.login(&u).await;
+    let laptop = s.login(&u).await;
+    let theirs = s.login(&other).await;
+    let (st, list) = s.get("/api/v1/auth/sessions", Some(&a)).await;
+    assert_eq!(st, 200, "{list}");
+    let list = list.as_array().unwrap().clone();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list.iter().filter(|x| x["current"] == true).count(), 1);
+    assert_eq!(list[0]["address"], "127.0.0.1");
+    let laptop_id = list.iter().find(|x| x["current"] == false).unwrap()["id"].as_str().unwrap().to_owned();
+    let resp = s
+        .client
+        .delete(s.url(&format!("/api/v1/auth/sessions/{laptop_id}")))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(s.get("/api/v1/me", Some(&laptop)).await.0, 401);
+    assert_eq!(s.get("/api/v1/me", Some(&a)).await.0, 200);
+    // Someone else's session is not yours to see or end.
+    let (_, their_list) = s.get("/api/v1/auth/sessions", Some(&theirs)).await;
+    let their_id = their_list[0]["id"].as_str().unwrap().to_owned();
+    let resp = s
+        .client
+        .delete(s.url(&format!("/api/v1/auth/sessions/{their_id}")))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(s.get("/api/v1/me", Some(&theirs)).await.0, 200);
+});

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::HttpState;
 use crate::error::ApiResult;
-use crate::extract::{AnySession, ApiJson, Auth, Meta, SESSION_COOKIE, check_origin};
+use crate::extract::{AnySession, ApiJson, ApiPath, Auth, Meta, SESSION_COOKIE, check_origin};
 
 /// Username and password.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -202,5 +202,67 @@ pub(crate) async fn change_password(
     ApiJson(req): ApiJson<PasswordChangeRequest>,
 ) -> ApiResult<StatusCode> {
     state.app.change_password(&p, Secret::new(req.current_password), Secret::new(req.new_password)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// One of the signed-in user's sessions.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    /// Session id.
+    pub id: haven_domain::SessionId,
+    /// Whether this is the session making the request.
+    pub current: bool,
+    /// Sign-in state.
+    pub state: SessionState,
+    /// Sign-in time (RFC 3339).
+    pub created_at: String,
+    /// Last activity (RFC 3339, to within a few seconds).
+    pub last_seen_at: String,
+    /// Latest end (RFC 3339).
+    pub expires_at: String,
+    /// Address it signed in from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Browser or client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+/// GET /api/v1/auth/sessions — the signed-in user's live sessions.
+#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "auth",
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 200, description = "live sessions, newest first", body = [SessionView]), crate::openapi::AuthErrors))]
+pub(crate) async fn sessions(
+    State(state): State<HttpState>,
+    Auth(p): Auth,
+) -> ApiResult<Json<Vec<SessionView>>> {
+    let list = state.app.my_sessions(&p).await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|s| SessionView {
+                id: s.id,
+                current: s.id == p.session_id,
+                state: s.state,
+                created_at: s.created_at.to_string(),
+                last_seen_at: s.last_seen_at.to_string(),
+                expires_at: s.expires_at.to_string(),
+                address: s.address,
+                user_agent: s.user_agent,
+            })
+            .collect(),
+    ))
+}
+
+/// DELETE /api/v1/auth/sessions/{id} — end one of the signed-in user's sessions.
+#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "auth",
+    params(("id" = haven_domain::SessionId, Path, description = "session id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 204, description = "ended"), crate::openapi::AuthErrors))]
+pub(crate) async fn end_session(
+    State(state): State<HttpState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<haven_domain::SessionId>,
+) -> ApiResult<StatusCode> {
+    state.app.end_my_session(&p, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,7 +7,7 @@ pub(crate) mod system;
 pub(crate) mod users;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 
 use crate::HttpState;
 
@@ -25,6 +25,8 @@ pub(crate) fn routes() -> Router<HttpState> {
         .route("/api/v1/auth/logout", post(auth::logout))
         .route("/api/v1/auth/logout-all", post(auth::logout_all))
         .route("/api/v1/auth/password", post(auth::change_password))
+        .route("/api/v1/auth/sessions", get(auth::sessions))
+        .route("/api/v1/auth/sessions/{id}", delete(auth::end_session))
         .route("/api/v1/users", get(users::list).post(users::create))
         .route("/api/v1/users/{id}", get(users::get_one))
         .route("/api/v1/users/{id}/deactivate", post(users::deactivate))
