@@ -80,6 +80,22 @@ id_type!(
     /// One audit record.
     AuditId
 );
+id_type!(
+    /// A patient record.
+    PatientId
+);
+id_type!(
+    /// A conversation.
+    ConversationId
+);
+id_type!(
+    /// A message.
+    MessageId
+);
+id_type!(
+    /// An attachment.
+    AttachmentId
+);
 
 #[cfg(test)]
 mod tests {

@@ -6,15 +6,17 @@
 
 pub mod audit;
 pub mod ids;
+pub mod messaging;
 pub mod org;
 pub mod password;
+pub mod patient;
 pub mod roles;
 pub mod session;
 pub mod throttle;
 pub mod user;
 pub mod validation;
 
-pub use ids::{OrgId, SessionId, UserId};
+pub use ids::{AttachmentId, ConversationId, MessageId, OrgId, PatientId, SessionId, UserId};
 pub use validation::ValidationError;
 
 /// A source of random bytes. Production code passes the operating system's CSPRNG;
