@@ -157,6 +157,7 @@ impl App {
             .record(Some(org), USERS, "user-deactivate", AuditAction::U, AuditOutcome::Success, actor.agent())
             .entity("user", id);
         self.store.deactivate_user(org, id, &rec, self.now()).await?;
+        self.close_sockets(id, None, None);
         Ok(self.store.user(org, id).await?)
     }
 
@@ -168,6 +169,7 @@ impl App {
             .record(Some(org), USERS, "mfa-reset", AuditAction::U, AuditOutcome::Success, actor.agent())
             .entity("user", id);
         self.store.reset_mfa(org, id, &rec, self.now()).await?;
+        self.close_sockets(id, None, None);
         Ok(self.store.user(org, id).await?)
     }
 
@@ -189,6 +191,8 @@ impl App {
             .record(Some(org), USERS, "user-roles", AuditAction::U, AuditOutcome::Success, actor.agent())
             .entity("user", id);
         self.store.set_user_roles(org, id, &roles, &rec, self.now()).await?;
+        // Open sockets were authorised under the old roles: they reconnect under the new ones.
+        self.close_sockets(id, None, None);
         Ok(self.store.user(org, id).await?)
     }
 

@@ -245,6 +245,7 @@ impl App {
             .entity("session", r.id)
             .code(end.as_str());
         self.store.end_session(r.id, end.as_str(), &rec, now).await?;
+        self.close_sockets(r.user.id, Some(r.id), None);
         Ok(())
     }
 
@@ -445,6 +446,7 @@ impl App {
             )
             .entity("session", ctx.record.id);
         self.store.end_session(ctx.record.id, "logout", &rec, self.now()).await?;
+        self.close_sockets(ctx.record.user.id, Some(ctx.record.id), None);
         Ok(())
     }
 
@@ -453,7 +455,9 @@ impl App {
         let rec = self
             .record(Some(p.org()), AUTH, "logout-all", AuditAction::E, AuditOutcome::Success, p.agent())
             .entity("user", p.user.id);
-        Ok(self.store.end_user_sessions(p.org(), p.user.id, "logout_all", &rec, self.now()).await?)
+        let n = self.store.end_user_sessions(p.org(), p.user.id, "logout_all", &rec, self.now()).await?;
+        self.close_sockets(p.user.id, None, None);
+        Ok(n)
     }
 
     /// The caller's live sessions (to spot one they do not recognise).
@@ -467,6 +471,7 @@ impl App {
             .record(Some(p.org()), AUTH, "logout-session", AuditAction::E, AuditOutcome::Success, p.agent())
             .entity("session", id);
         self.store.end_user_session(p.user.id, id, "revoked_by_user", &rec, self.now()).await?;
+        self.close_sockets(p.user.id, Some(id), None);
         Ok(())
     }
 
@@ -509,6 +514,7 @@ impl App {
             .record(Some(p.org()), AUTH, "password-change", AuditAction::U, AuditOutcome::Success, p.agent())
             .entity("user", p.user.id);
         self.store.set_password(p.org(), p.user.id, &hash, Some(p.session_id), &rec, now).await?;
+        self.close_sockets(p.user.id, None, Some(p.session_id));
         Ok(())
     }
 

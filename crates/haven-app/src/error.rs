@@ -38,6 +38,15 @@ pub enum AppError {
     /// The request conflicts with the current state (stable code, human message).
     #[error("{1}")]
     Conflict(&'static str, String),
+    /// Allowed to see it, not to do this (stable code, human message).
+    #[error("{1}")]
+    Forbidden(&'static str, String),
+    /// The upload is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The content is of a kind that is not accepted.
+    #[error("{0}")]
+    Unsupported(String),
     /// Storage is unreachable or failing: retry later.
     #[error("the service is temporarily unavailable")]
     Unavailable(String),

@@ -6,23 +6,33 @@
 //! injected entropy source, so tests run on a fixed clock.
 
 pub mod admin;
+pub mod attachments;
 pub mod audit;
 pub mod audit_fhir;
 pub mod auth;
 pub mod demo;
 mod error;
+pub mod messaging;
+pub mod patients;
+pub mod realtime;
+pub mod views;
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
+use haven_crypto::envelope::{DataKey, MasterKeyring};
 use haven_crypto::password::{Argon2Cost, PasswordHasher};
 use haven_crypto::seal::{MasterKey, SealingKey};
 use haven_domain::audit::{AuditAction, AuditAgent, AuditOutcome, AuditRecord};
+use haven_domain::messaging::MessageLimits;
 use haven_domain::org::OrgPolicy;
 use haven_domain::roles::Permission;
 use haven_domain::throttle::ThrottlePolicy;
 use haven_domain::user::User;
-use haven_domain::{Clock, Entropy, OrgId, SessionId};
+use haven_domain::{Clock, Entropy, OrgId, SessionId, UserId};
 use haven_store::Store;
+use haven_store::blob::BlobStore;
+use realtime::{Bus, Hub, LocalBus};
 
 pub use error::{AppError, AppResult};
 
@@ -63,6 +73,12 @@ pub struct AppSettings {
     pub node_name: String,
     /// Policy given to new organisations.
     pub default_policy: OrgPolicy,
+    /// Limits on messages (body size, expiry, members).
+    pub message_limits: MessageLimits,
+    /// Largest attachment, in bytes.
+    pub max_attachment_bytes: usize,
+    /// Frames queued per WebSocket before a slow client is disconnected (to resume).
+    pub socket_queue: usize,
 }
 
 impl Default for AppSettings {
@@ -76,6 +92,9 @@ impl Default for AppSettings {
             totp_issuer: "Haven".into(),
             node_name: "haven".into(),
             default_policy: OrgPolicy::default(),
+            message_limits: MessageLimits::default(),
+            max_attachment_bytes: 25 * 1024 * 1024,
+            socket_queue: 256,
         }
     }
 }
@@ -186,6 +205,11 @@ pub struct App {
     totp_key: SealingKey,
     audit_signer: Arc<haven_audit::checkpoint::NoteSigner>,
     settings: Arc<AppSettings>,
+    keyring: Arc<RwLock<MasterKeyring>>,
+    org_keys: Arc<RwLock<HashMap<OrgId, DataKey>>>,
+    blobs: Arc<dyn BlobStore>,
+    hub: Arc<Hub>,
+    bus: Arc<dyn Bus>,
 }
 
 impl std::fmt::Debug for App {
@@ -199,6 +223,7 @@ impl App {
     pub fn new(
         store: Store,
         keys: Keys,
+        blobs: Arc<dyn BlobStore>,
         settings: AppSettings,
         clock: Arc<dyn Clock>,
         entropy: Arc<Mutex<dyn Entropy + Send>>,
@@ -207,6 +232,7 @@ impl App {
         entropy.lock().expect("entropy lock").fill(&mut seed);
         let hasher = PasswordHasher::new(settings.argon2, seed)
             .map_err(|e| AppError::Internal(format!("argon2 settings: {e}")))?;
+        let hub = Arc::new(Hub::new(settings.socket_queue));
         Ok(Self {
             store,
             clock,
@@ -215,7 +241,27 @@ impl App {
             totp_key: keys.master.subkey("totp-secret"),
             audit_signer: Arc::new(keys.audit_signer),
             settings: Arc::new(settings),
+            keyring: Arc::new(RwLock::new(MasterKeyring::new((1, keys.master), Vec::new()))),
+            org_keys: Arc::default(),
+            blobs,
+            bus: Arc::new(LocalBus(hub.clone())),
+            hub,
         })
+    }
+
+    /// This node's real-time hub (sockets register here).
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Closes the real-time sockets of ended sessions (on every node, through the bus).
+    fn close_sockets(&self, user: UserId, only: Option<SessionId>, except: Option<SessionId>) {
+        self.bus.publish(realtime::BusMessage::SessionsEnded { user, only, except });
+    }
+
+    /// The application's settings.
+    pub fn settings(&self) -> &AppSettings {
+        &self.settings
     }
 
     /// The store (for readiness checks and shutdown).

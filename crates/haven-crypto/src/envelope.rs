@@ -158,6 +158,23 @@ pub fn open_content(
     key.0.open(&ctx.aad(), sealed)
 }
 
+/// A blind index: HMAC-SHA-256 of `value` under a key derived from the organisation key for
+/// `field`, so a value (an MRN) can be found by exact match without being stored. The same
+/// value gives the same index only within one organisation and one field.
+pub fn blind_index(org_key: &DataKey, org: &str, field: &str, value: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    type HmacSha256 = Hmac<sha2::Sha256>;
+    let mut derive = HmacSha256::new_from_slice(org_key.bytes()).expect("HMAC takes any key length");
+    derive.update(b"haven/blind-index/v1\0");
+    derive.update(org.as_bytes());
+    derive.update(b"\0");
+    derive.update(field.as_bytes());
+    let index_key = derive.finalize().into_bytes();
+    let mut mac = HmacSha256::new_from_slice(&index_key).expect("HMAC takes any key length");
+    mac.update(value.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +224,17 @@ mod tests {
         assert!(unwrap_org_key(&only_new, "org-a", &old).is_err(), "the retired key is needed for old wraps");
         let reopened = unwrap_org_key(&only_new, "org-a", &new).unwrap();
         assert_eq!(reopened.bytes(), org_key.bytes());
+    }
+
+    #[test]
+    fn blind_indexes_depend_on_org_field_and_key() {
+        let k1 = DataKey::from_random([1; 32]);
+        let k2 = DataKey::from_random([2; 32]);
+        let a = blind_index(&k1, "org-a", "mrn", "MRN-1");
+        assert_eq!(a, blind_index(&k1, "org-a", "mrn", "MRN-1"));
+        assert_ne!(a, blind_index(&k1, "org-a", "mrn", "MRN-2"));
+        assert_ne!(a, blind_index(&k1, "org-b", "mrn", "MRN-1"));
+        assert_ne!(a, blind_index(&k1, "org-a", "phone", "MRN-1"));
+        assert_ne!(a, blind_index(&k2, "org-a", "mrn", "MRN-1"));
     }
 }

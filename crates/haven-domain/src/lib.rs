@@ -4,6 +4,7 @@
 //! trait, so that every rule here can be tested with a fixed clock and fixed bytes.
 //! This crate must not depend on a database driver, a web framework or an async runtime.
 
+pub mod attachment;
 pub mod audit;
 pub mod ids;
 pub mod messaging;

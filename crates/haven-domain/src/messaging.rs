@@ -42,6 +42,80 @@ pub enum ContentType {
     MlsCiphertext,
 }
 
+/// What happened at one position of a conversation's sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The conversation was created with its first members.
+    Created,
+    /// A member was added.
+    MemberAdded,
+    /// A member was removed by another.
+    MemberRemoved,
+    /// A member left.
+    MemberLeft,
+    /// A message was sent.
+    Message,
+    /// A message was edited (a new version).
+    MessageEdited,
+    /// A message was recalled by its sender: its content is destroyed.
+    MessageRecalled,
+    /// A message reached its expiry: its content is destroyed.
+    MessageExpired,
+}
+
+impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 8] = [
+        EventKind::Created,
+        EventKind::MemberAdded,
+        EventKind::MemberRemoved,
+        EventKind::MemberLeft,
+        EventKind::Message,
+        EventKind::MessageEdited,
+        EventKind::MessageRecalled,
+        EventKind::MessageExpired,
+    ];
+
+    /// The stable name used in storage and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::MemberAdded => "member_added",
+            EventKind::MemberRemoved => "member_removed",
+            EventKind::MemberLeft => "member_left",
+            EventKind::Message => "message",
+            EventKind::MessageEdited => "message_edited",
+            EventKind::MessageRecalled => "message_recalled",
+            EventKind::MessageExpired => "message_expired",
+        }
+    }
+
+    /// Parses the stable name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+macro_rules! stable_names {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            /// The stable name used in storage and on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self { $(<$t>::$v => $s),* }
+            }
+            /// Parses the stable name.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some(<$t>::$v),)* _ => None }
+            }
+        }
+    };
+}
+
+stable_names!(ConversationKind { Direct => "direct", Group => "group", Patient => "patient" });
+stable_names!(Priority { Routine => "routine", Urgent => "urgent", Stat => "stat" });
+stable_names!(ContentType { Text => "text", MlsCiphertext => "mls_ciphertext" });
+
 /// Limits on messages, set by the server's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageLimits {
@@ -188,6 +262,20 @@ mod tests {
         assert_eq!(initial_members(ConversationKind::Group, a, &[b, b, c, a], &l).unwrap(), vec![a, b, c]);
         let small = MessageLimits { max_members: 2, ..l };
         assert!(initial_members(ConversationKind::Group, a, &[b, c], &small).is_err());
+    }
+
+    #[test]
+    fn stable_names_round_trip() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+        for p in [Priority::Routine, Priority::Urgent, Priority::Stat] {
+            assert_eq!(Priority::parse(p.as_str()), Some(p));
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+        }
+        assert_eq!(ConversationKind::parse("patient"), Some(ConversationKind::Patient));
+        assert_eq!(ContentType::parse("mls_ciphertext"), Some(ContentType::MlsCiphertext));
+        assert_eq!(Priority::parse("URGENT"), None);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub enum Permission {
     MessagingUse,
     /// Read patient information in conversations the user belongs to.
     PatientRead,
+    /// Register patients and look them up by MRN.
+    PatientRegister,
     /// Message patients (texts and secure links).
     PatientMessaging,
     /// Search and export the audit trail.
@@ -82,9 +84,9 @@ impl Role {
         use Permission::*;
         match self {
             Role::OrgAdmin => &[DirectoryRead, UsersManage, PolicyManage, RolesRead, AuditRead],
-            Role::Clinician => &[DirectoryRead, MessagingUse, PatientRead, PatientMessaging],
-            Role::Nurse => &[DirectoryRead, MessagingUse, PatientRead, PatientMessaging],
-            Role::FrontDesk => &[DirectoryRead, MessagingUse, PatientMessaging],
+            Role::Clinician => &[DirectoryRead, MessagingUse, PatientRead, PatientRegister, PatientMessaging],
+            Role::Nurse => &[DirectoryRead, MessagingUse, PatientRead, PatientRegister, PatientMessaging],
+            Role::FrontDesk => &[DirectoryRead, MessagingUse, PatientRegister, PatientMessaging],
             Role::ComplianceOfficer => &[DirectoryRead, AuditRead, RolesRead],
         }
     }

@@ -99,6 +99,11 @@ impl From<AppError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, v.code, v.message).with_field(v.field)
             }
             AppError::Conflict(code, msg) => ApiError::new(StatusCode::CONFLICT, code, msg),
+            AppError::Forbidden(code, msg) => ApiError::new(StatusCode::FORBIDDEN, code, msg),
+            AppError::TooLarge(msg) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg),
+            AppError::Unsupported(msg) => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", msg)
+            }
             AppError::Unavailable(detail) => {
                 tracing::error!(error = %detail, "storage unavailable");
                 let mut e = ApiError::new(

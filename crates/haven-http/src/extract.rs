@@ -125,12 +125,45 @@ pub fn check_origin(parts: &Parts, state: &HttpState) -> ApiResult<()> {
         )
     };
     let origin = parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).ok_or_else(forbidden)?;
+    if origin_allowed(parts, state, origin) { Ok(()) } else { Err(forbidden()) }
+}
+
+/// Whether `origin` is this server (or a configured origin).
+fn origin_allowed(parts: &Parts, state: &HttpState, origin: &str) -> bool {
     if state.settings.allowed_origins.iter().any(|o| o == origin) {
-        return Ok(());
+        return true;
     }
-    let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).ok_or_else(forbidden)?;
+    let Some(host) = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()) else { return false };
     let scheme = if is_https(parts, state) { "https" } else { "http" };
-    if origin == format!("{scheme}://{host}") { Ok(()) } else { Err(forbidden()) }
+    origin == format!("{scheme}://{host}")
+}
+
+/// The Origin check of a WebSocket upgrade (a GET, so [`check_origin`] lets it by): browsers
+/// always send Origin on a WebSocket, and it must be this server, or a page elsewhere could
+/// open a socket with the user's cookie. Clients without Origin must use a bearer token.
+#[derive(Debug)]
+pub struct WsOrigin;
+
+impl FromRequestParts<HttpState> for WsOrigin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> ApiResult<Self> {
+        let refused = || {
+            ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "origin_refused",
+                "cross-site WebSocket refused: the Origin header does not match this server",
+            )
+        };
+        match parts.headers.get(header::ORIGIN).map(|v| v.to_str()) {
+            Some(Ok(origin)) if origin_allowed(parts, state, origin) => Ok(WsOrigin),
+            Some(_) => Err(refused()),
+            None => match session_token(parts) {
+                Some((_, false)) => Ok(WsOrigin),
+                _ => Err(refused()),
+            },
+        }
+    }
 }
 
 /// The session token of a request: `Authorization: Bearer …`, else the session cookie. The

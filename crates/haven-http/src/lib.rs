@@ -69,7 +69,7 @@ impl HttpState {
 /// The whole HTTP surface.
 pub fn router(state: HttpState) -> Router {
     let limit = if state.settings.json_body_limit == 0 { 64 * 1024 } else { state.settings.json_body_limit };
-    routes::routes()
+    routes::routes(state.app.settings().max_attachment_bytes)
         .fallback(routes::system::not_found)
         .method_not_allowed_fallback(routes::system::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -9,7 +9,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema};
 
 use crate::error::Problem;
-use crate::routes::{audit, auth, org, system, users};
+use crate::routes::{attachments, audit, auth, conversations, org, patients, system, users, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,11 @@ use crate::routes::{audit, auth, org, system, users};
         users::list, users::create, users::get_one, users::deactivate, users::reset_mfa, users::set_roles,
         org::get_org, org::set_policy, org::roles,
         audit::search, audit::checkpoint, audit::export, audit::inclusion, audit::consistency,
+        patients::create, patients::lookup, patients::get_one,
+        conversations::create, conversations::list, conversations::get_one, conversations::add_member,
+        conversations::remove_member, conversations::send, conversations::events, conversations::edit,
+        conversations::recall, conversations::versions, conversations::receipts, conversations::mark,
+        attachments::upload, attachments::download, ws::upgrade,
     ),
     components(schemas(Problem, audit::ExportFormatParam)),
     modifiers(&Security),
@@ -33,6 +38,8 @@ use crate::routes::{audit, auth, org, system, users};
         (name = "identity", description = "The signed-in user"),
         (name = "users", description = "Directory and user administration"),
         (name = "organization", description = "Organisation policy and roles"),
+        (name = "messaging", description = "Conversations, messages, history, receipts, attachments, the real-time socket"),
+        (name = "patients", description = "Patient records"),
         (name = "audit", description = "The tamper-evident audit trail: search, checkpoints, proofs"),
         (name = "system", description = "Health, readiness, metrics"),
     )

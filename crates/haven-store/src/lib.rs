@@ -7,8 +7,12 @@
 //! connection setup differ. The backend is chosen once, from the database URL.
 
 mod audit;
+pub mod blob;
+mod conversations;
 mod identity;
+mod messages;
 mod migrate;
+mod patients;
 mod rows;
 mod sessions;
 mod throttle;
@@ -22,7 +26,13 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyQueryResult};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 pub use audit::{AuditHead, AuditQuery, RawAuditEntry, StoredAudit, StoredCheckpoint};
+pub use conversations::{
+    ConversationListRow, EventRange, MemberReceipt, Membership, NewConversation, StoredConversation,
+    StoredEvent,
+};
 pub use identity::{LoginCandidate, NewUser, UserPage};
+pub use messages::{MessageChange, NewAttachment, NewMessage, Sent, StoredAttachment, StoredMessage};
+pub use patients::{StoredOrgKey, StoredPatient};
 pub use sessions::{MfaProof, NewSession, SessionRecord, SessionSummary};
 
 /// Storage errors: few, so callers can act on them.

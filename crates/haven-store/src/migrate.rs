@@ -14,12 +14,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "identity",
-    sqlite: include_str!("../migrations/sqlite/0001_identity.sql"),
-    postgres: include_str!("../migrations/postgres/0001_identity.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "identity",
+        sqlite: include_str!("../migrations/sqlite/0001_identity.sql"),
+        postgres: include_str!("../migrations/postgres/0001_identity.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "messaging",
+        sqlite: include_str!("../migrations/sqlite/0002_messaging.sql"),
+        postgres: include_str!("../migrations/postgres/0002_messaging.sql"),
+    },
+];
 
 fn checksum(sql: &str) -> String {
     data_encoding::HEXLOWER.encode(&Sha256::digest(sql.as_bytes()))

@@ -29,6 +29,7 @@ pub enum Backend {
 pub struct TestDb {
     url: String,
     cleanup: Cleanup,
+    scratch: std::path::PathBuf,
 }
 
 #[derive(Debug)]
@@ -52,12 +53,12 @@ fn unique_suffix() -> String {
 impl TestDb {
     /// A fresh database on `backend`.
     pub async fn new(backend: Backend) -> Self {
+        let scratch = std::env::temp_dir().join(format!("haven-test-{}", unique_suffix()));
+        std::fs::create_dir_all(&scratch).expect("create temp dir");
         match backend {
             Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("haven-test-{}", unique_suffix()));
-                std::fs::create_dir_all(&dir).expect("create temp dir");
-                let url = haven_store::sqlite_url_for(&dir);
-                TestDb { url, cleanup: Cleanup::Dir(dir) }
+                let url = haven_store::sqlite_url_for(&scratch);
+                TestDb { url, cleanup: Cleanup::Dir(scratch.clone()), scratch }
             }
             Backend::Postgres => {
                 sqlx::any::install_default_drivers();
@@ -78,7 +79,7 @@ impl TestDb {
                     Some((base, _)) => format!("{base}/{name}"),
                     None => panic!("HAVEN_TEST_POSTGRES_URL must end with /database"),
                 };
-                TestDb { url, cleanup: Cleanup::Database { admin_url, name } }
+                TestDb { url, cleanup: Cleanup::Database { admin_url, name }, scratch }
             }
         }
     }
@@ -86,6 +87,16 @@ impl TestDb {
     /// The database URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A directory that lives as long as the database (blobs go under `blobs/`).
+    pub fn scratch(&self) -> &std::path::Path {
+        &self.scratch
+    }
+
+    /// The blob store of this test's server.
+    pub fn blobs(&self) -> Arc<dyn haven_store::blob::BlobStore> {
+        Arc::new(haven_store::blob::FsBlobStore::new(&self.scratch.join("blobs")).expect("blob dir"))
     }
 
     /// The directory of a SQLite test database.
@@ -99,6 +110,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.scratch);
         match &self.cleanup {
             Cleanup::Dir(d) => {
                 let _ = std::fs::remove_dir_all(d);

@@ -77,8 +77,8 @@ impl TestServer {
         tweak(&mut settings);
         let clock = TestClock::new();
         let entropy: Arc<Mutex<dyn haven_domain::Entropy + Send>> = Arc::new(Mutex::new(OsEntropy));
-        let app =
-            App::new(store, crate::test_keys(), settings, Arc::new(clock.clone()), entropy).expect("app");
+        let app = App::new(store, crate::test_keys(), db.blobs(), settings, Arc::new(clock.clone()), entropy)
+            .expect("app");
         let router = haven_http::router(haven_http::HttpState::new(app.clone(), http));
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", tcp.local_addr().expect("addr"));
@@ -187,6 +187,15 @@ impl TestServer {
     /// PUTs JSON.
     pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
         let mut req = self.client.put(self.url(path)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Self::read(req.send().await.expect("request")).await
+    }
+
+    /// DELETEs.
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.delete(self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

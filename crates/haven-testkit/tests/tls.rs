@@ -27,8 +27,15 @@ async fn serves_https_with_hsts() {
         ..Default::default()
     };
     let entropy: Arc<Mutex<dyn haven_domain::Entropy + Send>> = Arc::new(Mutex::new(OsEntropy));
-    let app =
-        App::new(store, haven_testkit::test_keys(), settings, Arc::new(TestClock::new()), entropy).unwrap();
+    let app = App::new(
+        store,
+        haven_testkit::test_keys(),
+        db.blobs(),
+        settings,
+        Arc::new(TestClock::new()),
+        entropy,
+    )
+    .unwrap();
     let http = haven_http::HttpSettings { tls: true, ..Default::default() };
     let router = haven_http::router(haven_http::HttpState::new(app, http));
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

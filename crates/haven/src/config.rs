@@ -27,6 +27,9 @@ pub struct Conf {
     /// The tamper-evident audit log.
     #[config(nested)]
     pub audit: AuditConf,
+    /// Messaging limits.
+    #[config(nested)]
+    pub messaging: MessagingConf,
     /// Logging.
     #[config(nested)]
     pub log: LogConf,
@@ -135,6 +138,27 @@ pub struct KeysConf {
     /// The audit signing seed itself (base64), instead of a file.
     #[config(env = "HAVEN_KEYS_AUDIT_SIGNING_KEY")]
     pub audit_signing_key: Option<String>,
+}
+
+/// Messaging limits.
+#[derive(Debug, Config)]
+pub struct MessagingConf {
+    /// Largest message body, in bytes.
+    #[config(env = "HAVEN_MESSAGING_MAX_BODY_BYTES", default = 16384)]
+    pub max_body_bytes: usize,
+    /// Longest expiry a sender may set, in days.
+    #[config(env = "HAVEN_MESSAGING_MAX_EXPIRY_DAYS", default = 30)]
+    pub max_expiry_days: u32,
+    /// Most members of a group conversation.
+    #[config(env = "HAVEN_MESSAGING_MAX_MEMBERS", default = 1000)]
+    pub max_members: usize,
+    /// Largest attachment, in bytes (default 25 MiB).
+    #[config(env = "HAVEN_MESSAGING_MAX_ATTACHMENT_BYTES", default = 26214400)]
+    pub max_attachment_bytes: usize,
+    /// Frames queued for one WebSocket before a client that does not keep up is disconnected
+    /// (it reconnects and resumes without loss).
+    #[config(env = "HAVEN_MESSAGING_SOCKET_QUEUE", default = 256)]
+    pub socket_queue: usize,
 }
 
 /// The tamper-evident audit log.
@@ -295,6 +319,24 @@ impl Conf {
         if self.database.max_connections == 0 {
             bail!("database.max_connections: must be at least 1");
         }
+        let m = &self.messaging;
+        for (name, v) in [
+            ("messaging.max_body_bytes", m.max_body_bytes),
+            ("messaging.max_expiry_days", m.max_expiry_days as usize),
+            ("messaging.max_members", m.max_members),
+            ("messaging.max_attachment_bytes", m.max_attachment_bytes),
+            ("messaging.socket_queue", m.socket_queue),
+        ] {
+            if v == 0 {
+                bail!("{name}: must be at least 1");
+            }
+        }
+        if m.max_body_bytes > 1024 * 1024 {
+            bail!("messaging.max_body_bytes: at most 1048576 (1 MiB); send larger content as an attachment");
+        }
+        if m.max_attachment_bytes > 512 * 1024 * 1024 {
+            bail!("messaging.max_attachment_bytes: at most 536870912 (512 MiB)");
+        }
         let window = jiff::SignedDuration::from_secs(s.throttle_window_seconds.into());
         let policy = |max_failures| haven_domain::throttle::ThrottlePolicy { max_failures, window };
         Ok(haven_app::AppSettings {
@@ -309,6 +351,13 @@ impl Conf {
             totp_issuer: "Haven".into(),
             node_name: self.server.node_name.clone(),
             default_policy: haven_domain::org::OrgPolicy::default(),
+            message_limits: haven_domain::messaging::MessageLimits {
+                max_body_bytes: m.max_body_bytes,
+                max_expiry: jiff::SignedDuration::from_hours(24 * i64::from(m.max_expiry_days)),
+                max_members: m.max_members,
+            },
+            max_attachment_bytes: m.max_attachment_bytes,
+            socket_queue: m.socket_queue,
         })
     }
 }

@@ -42,7 +42,9 @@ pub async fn open_app(conf: &Conf, data_dir: &Path) -> anyhow::Result<App> {
     let opts = StoreOptions { max_connections: conf.database.max_connections, ..StoreOptions::default() };
     let store = Store::open(&url, &opts).await.context("cannot open the database")?;
     let entropy: Arc<Mutex<dyn haven_domain::Entropy + Send>> = Arc::new(Mutex::new(OsEntropy));
-    Ok(App::new(store, keys, settings, Arc::new(SystemClock), entropy)?)
+    let blobs = haven_store::blob::FsBlobStore::new(&data_dir.join("blobs"))
+        .with_context(|| format!("cannot create the blob directory under {}", data_dir.display()))?;
+    Ok(App::new(store, keys, Arc::new(blobs), settings, Arc::new(SystemClock), entropy)?)
 }
 
 /// `haven migrate`.
@@ -123,9 +125,15 @@ pub async fn serve(conf: &Conf, data_dir: &Path, demo: bool, bind: Option<&str>)
 async fn background_duties(app: App, interval: u64) {
     let checkpoint_every = std::time::Duration::from_secs(interval.max(1));
     let mut last_checkpoint = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(15).min(checkpoint_every));
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5).min(checkpoint_every));
     loop {
         tick.tick().await;
+        // Expired messages are unreadable from their expiry on; this destroys their keys.
+        match app.purge_expired(500).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(messages = n, "purged expired messages"),
+            Err(e) => tracing::warn!(error = %e, "could not purge expired messages"),
+        }
         match app.end_timed_out_sessions().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "ended timed-out sessions"),

@@ -1,17 +1,22 @@
 //! The routes, one small handler each, grouped by resource.
 
+pub(crate) mod attachments;
 pub(crate) mod audit;
 pub(crate) mod auth;
+pub(crate) mod conversations;
 pub(crate) mod org;
+pub(crate) mod patients;
 pub(crate) mod system;
 pub(crate) mod users;
+pub(crate) mod ws;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 
 use crate::HttpState;
 
-pub(crate) fn routes() -> Router<HttpState> {
+pub(crate) fn routes(attachment_limit: usize) -> Router<HttpState> {
     Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
@@ -40,4 +45,28 @@ pub(crate) fn routes() -> Router<HttpState> {
         .route("/api/v1/audit/export", get(audit::export))
         .route("/api/v1/audit/proofs/inclusion", get(audit::inclusion))
         .route("/api/v1/audit/proofs/consistency", get(audit::consistency))
+        .route("/api/v1/patients", post(patients::create))
+        .route("/api/v1/patients/lookup", post(patients::lookup))
+        .route("/api/v1/patients/{id}", get(patients::get_one))
+        .route("/api/v1/conversations", get(conversations::list).post(conversations::create))
+        .route("/api/v1/conversations/{id}", get(conversations::get_one))
+        .route("/api/v1/conversations/{id}/members", post(conversations::add_member))
+        .route("/api/v1/conversations/{id}/members/{user_id}", delete(conversations::remove_member))
+        .route("/api/v1/conversations/{id}/messages", post(conversations::send))
+        .route("/api/v1/conversations/{id}/events", get(conversations::events))
+        .route("/api/v1/conversations/{id}/receipts", post(conversations::mark))
+        .route(
+            "/api/v1/conversations/{id}/messages/{message_id}",
+            put(conversations::edit).delete(conversations::recall),
+        )
+        .route("/api/v1/conversations/{id}/messages/{message_id}/versions", get(conversations::versions))
+        .route("/api/v1/conversations/{id}/messages/{message_id}/receipts", get(conversations::receipts))
+        .route(
+            "/api/v1/conversations/{id}/attachments",
+            // The body limit of uploads is the attachment limit (plus room for the refusal to
+            // come from the use case, with its clear message, rather than from the transport).
+            post(attachments::upload).layer(DefaultBodyLimit::max(attachment_limit.saturating_add(1))),
+        )
+        .route("/api/v1/attachments/{id}", get(attachments::download))
+        .route("/api/v1/ws", get(ws::upgrade))
 }

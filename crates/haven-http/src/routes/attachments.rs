@@ -1,0 +1,117 @@
+//! Attachment upload and download. Uploads are the raw file as the body; the file name comes
+//! in the `X-File-Name` header (percent-encoded UTF-8), never in the URL.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use haven_app::views::AttachmentView;
+use haven_domain::{AttachmentId, ConversationId, ValidationError};
+
+use crate::HttpState;
+use crate::error::ApiResult;
+use crate::extract::{ApiPath, Auth};
+
+fn file_name(headers: &HeaderMap) -> Result<String, haven_app::AppError> {
+    let bad = || {
+        haven_app::AppError::from(ValidationError::new(
+            "X-File-Name",
+            "invalid_file_name",
+            "send the file name in the X-File-Name header, percent-encoded UTF-8",
+        ))
+    };
+    let raw = headers.get("x-file-name").and_then(|v| v.to_str().ok()).ok_or_else(bad)?;
+    percent_decode(raw).ok_or_else(bad)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// POST /api/v1/conversations/{id}/attachments — upload a file (send it by naming its id in a
+/// message). Its type is judged from its content: images, PDF, Office documents, plain text.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/attachments", tag = "messaging",
+    params(("id" = ConversationId, Path, description = "conversation id"),
+        ("X-File-Name" = String, Header, description = "the file name, percent-encoded UTF-8")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the file"),
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 201, description = "stored", body = AttachmentView), crate::openapi::BodyErrors))]
+pub(crate) async fn upload(
+    State(state): State<HttpState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<ConversationId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<AttachmentView>)> {
+    let name = file_name(&headers)?;
+    Ok((StatusCode::CREATED, Json(state.app.upload_attachment(&p, id, &name, &body).await?)))
+}
+
+/// GET /api/v1/attachments/{id} — download (members who can see the message it was sent with).
+#[utoipa::path(get, path = "/api/v1/attachments/{id}", tag = "messaging",
+    params(("id" = AttachmentId, Path, description = "attachment id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 200, description = "the file", content_type = "application/octet-stream", body = Vec<u8>),
+        crate::openapi::AuthErrors))]
+pub(crate) async fn download(
+    State(state): State<HttpState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<AttachmentId>,
+) -> ApiResult<Response> {
+    let d = state.app.download_attachment(&p, id).await?;
+    // RFC 6266 / 8187: an ASCII fallback plus the exact UTF-8 name.
+    let ascii: String = d
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || ".-_ ".contains(c) { c } else { '_' })
+        .collect();
+    let encoded: String = d
+        .name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b".-_".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}");
+    let mut resp = d.bytes.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&d.media_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).unwrap_or(HeaderValue::from_static("attachment")),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn file_names_are_percent_decoded() {
+        assert_eq!(super::percent_decode("lab%20result%C3%A9.pdf").as_deref(), Some("lab resulté.pdf"));
+        assert_eq!(super::percent_decode("bad%zz"), None);
+        assert_eq!(super::percent_decode("%FF"), None);
+    }
+}

@@ -1,0 +1,204 @@
+//! The real-time WebSocket (`GET /api/v1/ws`). The protocol is documented in
+//! `docs/realtime.md`. In short: the client sends `resume` with its last seen sequence number
+//! per conversation; the server sends everything after those positions, then `ready`, then
+//! live events, each conversation in sequence order without gaps or duplicates.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use haven_app::messaging::{EventRange, event_frame};
+use haven_app::realtime::Outbound;
+use haven_app::{App, Principal};
+use haven_domain::ConversationId;
+use serde::Deserialize;
+
+use crate::HttpState;
+use crate::extract::{Auth, WsOrigin};
+
+/// Close codes (4000–4999 are the application's).
+const SESSION_ENDED: u16 = 4001;
+const TOO_SLOW: u16 = 4008;
+const PROTOCOL: u16 = 4400;
+const SERVER_ERROR: u16 = 4500;
+
+/// Events fetched per page while catching up.
+const PAGE: u32 = 200;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientFrame {
+    Resume {
+        #[serde(default)]
+        positions: HashMap<ConversationId, i64>,
+        #[serde(default = "yes")]
+        backfill: bool,
+    },
+    Receipt {
+        conversation_id: ConversationId,
+        #[serde(default)]
+        delivered_seq: i64,
+        #[serde(default)]
+        read_seq: i64,
+    },
+    Ping,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// GET /api/v1/ws — upgrade to the real-time socket.
+#[utoipa::path(get, path = "/api/v1/ws", tag = "messaging",
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 101, description = "switching to the WebSocket protocol (see docs/realtime.md)"),
+        crate::openapi::AuthErrors))]
+pub(crate) async fn upgrade(
+    State(state): State<HttpState>,
+    _origin: WsOrigin,
+    Auth(p): Auth,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.max_message_size(64 * 1024).on_upgrade(move |socket| run(state.app, p, socket))
+}
+
+async fn close(mut ws: WebSocket, code: u16, reason: &'static str) {
+    let _ = ws.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
+}
+
+fn text(s: &str) -> Message {
+    Message::Text(Utf8Bytes::from(s))
+}
+
+/// Per-socket delivery state: the last sequence number sent, per conversation.
+struct Cursor {
+    last: HashMap<ConversationId, i64>,
+}
+
+impl Cursor {
+    /// Sends every event of `conv` after the cursor up to `upto` (inclusive), from the database.
+    async fn fill(
+        &mut self,
+        app: &App,
+        p: &Principal,
+        ws: &mut WebSocket,
+        conv: ConversationId,
+        upto: i64,
+    ) -> Result<(), ()> {
+        loop {
+            let after = *self.last.get(&conv).unwrap_or(&0);
+            if after >= upto {
+                return Ok(());
+            }
+            let page = app.events(p, conv, EventRange::After(after), PAGE).await.map_err(|_| ())?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                self.last.insert(conv, upto);
+                return Ok(());
+            };
+            for ev in page.iter().filter(|e| e.seq <= upto) {
+                ws.send(text(&event_frame(ev))).await.map_err(|_| ())?;
+            }
+            self.last.insert(conv, last.min(upto));
+            if (page.len() as u32) < PAGE {
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn run(app: App, p: Principal, mut ws: WebSocket) {
+    let hub = app.hub().clone();
+    // Register before reading positions, so nothing committed from now on can be missed.
+    let mut reg = hub.register(p.user.id, p.session_id);
+    let result = session(&app, &p, &mut ws, &mut reg.rx).await;
+    hub.unregister(p.user.id, reg.id);
+    match result {
+        End::ClientGone => {}
+        End::Close(code, reason) => close(ws, code, reason).await,
+    }
+}
+
+enum End {
+    ClientGone,
+    Close(u16, &'static str),
+}
+
+async fn session(
+    app: &App,
+    p: &Principal,
+    ws: &mut WebSocket,
+    rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+) -> End {
+    let first = match tokio::time::timeout(Duration::from_secs(10), ws.recv()).await {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<ClientFrame>(&t),
+        Ok(None | Some(Err(_))) => return End::ClientGone,
+        _ => return End::Close(PROTOCOL, "expected a resume frame first"),
+    };
+    let Ok(ClientFrame::Resume { positions, backfill }) = first else {
+        return End::Close(PROTOCOL, "expected a resume frame first");
+    };
+    let mut cursor = Cursor { last: HashMap::new() };
+    let Ok(memberships) = app.positions(p).await else { return End::Close(SERVER_ERROR, "try again") };
+    for (conv, joined, until) in memberships {
+        let from = match positions.get(&conv) {
+            Some(seen) => *seen,
+            None if backfill => joined - 1,
+            None => until,
+        };
+        cursor.last.insert(conv, from);
+        if cursor.fill(app, p, ws, conv, until).await.is_err() {
+            return End::ClientGone;
+        }
+    }
+    if ws.send(text(r#"{"op":"ready"}"#)).await.is_err() {
+        return End::ClientGone;
+    }
+    let mut keepalive = tokio::time::interval(Duration::from_secs(30));
+    keepalive.tick().await;
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                None => return End::Close(TOO_SLOW, "too far behind; reconnect and resume"),
+                Some(Outbound::Close { reason }) => return End::Close(SESSION_ENDED, reason),
+                Some(Outbound::Notice { json }) => {
+                    if ws.send(text(&json)).await.is_err() { return End::ClientGone; }
+                }
+                Some(Outbound::Event { conversation, seq, json }) => {
+                    let last = *cursor.last.get(&conversation).unwrap_or(&0);
+                    if seq <= last {
+                        continue;
+                    }
+                    if seq > last + 1 && cursor.fill(app, p, ws, conversation, seq - 1).await.is_err() {
+                        return End::ClientGone;
+                    }
+                    if ws.send(text(&json)).await.is_err() { return End::ClientGone; }
+                    cursor.last.insert(conversation, seq);
+                }
+            },
+            incoming = ws.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::ClientGone,
+                Some(Ok(Message::Text(t))) => {
+                    let reply = match serde_json::from_str::<ClientFrame>(&t) {
+                        Ok(ClientFrame::Ping) => r#"{"op":"pong"}"#.to_owned(),
+                        Ok(ClientFrame::Receipt { conversation_id, delivered_seq, read_seq }) => {
+                            match app.mark(p, conversation_id, delivered_seq, read_seq).await {
+                                Ok(_) => continue,
+                                Err(_) => r#"{"op":"error","code":"receipt_refused","message":"no such conversation"}"#.to_owned(),
+                            }
+                        }
+                        Ok(ClientFrame::Resume { .. }) | Err(_) => {
+                            r#"{"op":"error","code":"bad_frame","message":"expected a receipt or ping frame"}"#.to_owned()
+                        }
+                    };
+                    if ws.send(text(&reply)).await.is_err() { return End::ClientGone; }
+                }
+                Some(Ok(_)) => {}
+            },
+            _ = keepalive.tick() => {
+                if ws.send(Message::Ping(Default::default())).await.is_err() { return End::ClientGone; }
+            }
+        }
+    }
+}
