@@ -166,12 +166,11 @@ impl App {
                 )
                 .into());
             }
-            (ConversationKind::Patient, Some(_)) => {
+            (ConversationKind::Patient, Some(_))
                 if !p.user.roles.allows(Permission::PatientRead)
-                    && !p.user.roles.allows(Permission::PatientRegister)
-                {
-                    return Err(AppError::NotFound);
-                }
+                    && !p.user.roles.allows(Permission::PatientRegister) =>
+            {
+                return Err(AppError::NotFound);
             }
             (_, Some(_)) => {
                 return Err(ValidationError::new(

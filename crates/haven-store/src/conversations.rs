@@ -574,6 +574,7 @@ impl Store {
     /// may see). When the read position advances, `on_read` builds the audit record of the
     /// first read of the messages from others in between, committed with the change.
     /// Returns the new (delivered, read) positions and whether anything changed.
+    #[allow(clippy::too_many_arguments)]
     pub async fn advance_receipts(
         &self,
         org: OrgId,

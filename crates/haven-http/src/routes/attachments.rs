@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use haven_app::views::AttachmentView;
@@ -55,9 +56,21 @@ pub(crate) async fn upload(
     Auth(p): Auth,
     ApiPath(id): ApiPath<ConversationId>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<AttachmentView>)> {
     let name = file_name(&headers)?;
+    let limit = state.app.settings().max_attachment_bytes;
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            haven_app::AppError::TooLarge(format!("an attachment may have at most {limit} bytes"))
+        } else {
+            haven_app::AppError::from(ValidationError::new(
+                "body",
+                "unreadable_body",
+                "the upload could not be read",
+            ))
+        }
+    })?;
     Ok((StatusCode::CREATED, Json(state.app.upload_attachment(&p, id, &name, &body).await?)))
 }
 
