@@ -172,6 +172,7 @@ impl App {
             {
                 return Err(AppError::NotFound);
             }
+            (ConversationKind::Patient, Some(_)) => {}
             (_, Some(_)) => {
                 return Err(ValidationError::new(
                     "patient_id",

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use haven_app::messaging::{EventRange, event_frame};
@@ -16,6 +17,7 @@ use haven_domain::ConversationId;
 use serde::Deserialize;
 
 use crate::HttpState;
+use crate::error::ApiError;
 use crate::extract::{Auth, WsOrigin};
 
 /// Close codes (4000–4999 are the application's).
@@ -59,9 +61,16 @@ pub(crate) async fn upgrade(
     State(state): State<HttpState>,
     _origin: WsOrigin,
     Auth(p): Auth,
-    ws: WebSocketUpgrade,
-) -> Response {
-    ws.max_message_size(64 * 1024).on_upgrade(move |socket| run(state.app, p, socket))
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let ws = ws.map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "websocket_required",
+            "this endpoint speaks the WebSocket protocol only (see docs/realtime.md)",
+        )
+    })?;
+    Ok(ws.max_message_size(64 * 1024).on_upgrade(move |socket| run(state.app, p, socket)))
 }
 
 async fn close(mut ws: WebSocket, code: u16, reason: &'static str) {
