@@ -313,9 +313,8 @@ impl App {
 
     fn unseal_totp(&self, ctx: &SessionContext, sealed: &[u8]) -> AppResult<TotpSecret> {
         let aad = ctx.record.user.id.to_string();
-        let bytes = self
-            .totp_key
-            .open(aad.as_bytes(), sealed)
+        let (bytes, _) = self
+            .open_totp(aad.as_bytes(), sealed)
             .map_err(|_| AppError::Internal("a stored TOTP secret failed to open".into()))?;
         Ok(TotpSecret::from_bytes(bytes.expose().clone()))
     }
@@ -376,7 +375,7 @@ impl App {
         let now = self.now();
         let secret = TotpSecret::from_random(self.random::<20>());
         let aad = ctx.record.user.id.to_string();
-        let sealed = self.totp_key.seal(self.random::<12>(), aad.as_bytes(), secret.expose_bytes());
+        let sealed = self.seal_totp(aad.as_bytes(), secret.expose_bytes());
         let rec = self
             .record(
                 Some(ctx.record.user.org_id),

@@ -12,6 +12,7 @@ pub mod audit_fhir;
 pub mod auth;
 pub mod demo;
 mod error;
+pub mod keys;
 pub mod messaging;
 pub mod patients;
 pub mod realtime;
@@ -189,8 +190,9 @@ impl Actor {
 /// The server's keys, loaded by the binary from outside the database.
 #[derive(Debug)]
 pub struct Keys {
-    /// The master key (wraps every other key; seals TOTP secrets).
-    pub master: MasterKey,
+    /// The master keys by version (wrap every other key; seal TOTP secrets). The highest
+    /// version is current; there is at least one.
+    pub masters: Vec<(u32, MasterKey)>,
     /// Signs audit-log checkpoints; its name is the log's origin.
     pub audit_signer: haven_audit::checkpoint::NoteSigner,
 }
@@ -202,7 +204,8 @@ pub struct App {
     clock: Arc<dyn Clock>,
     entropy: Arc<Mutex<dyn Entropy + Send>>,
     hasher: PasswordHasher,
-    totp_key: SealingKey,
+    totp_keys: Arc<RwLock<Vec<SealingKey>>>,
+    key_reload: Option<keys::KeyReload>,
     audit_signer: Arc<haven_audit::checkpoint::NoteSigner>,
     settings: Arc<AppSettings>,
     keyring: Arc<RwLock<MasterKeyring>>,
@@ -232,21 +235,33 @@ impl App {
         entropy.lock().expect("entropy lock").fill(&mut seed);
         let hasher = PasswordHasher::new(settings.argon2, seed)
             .map_err(|e| AppError::Internal(format!("argon2 settings: {e}")))?;
+        if keys.masters.is_empty() {
+            return Err(AppError::Internal("no master key".into()));
+        }
+        let (ring, totp_keys) = keys::derive(&keys.masters);
         let hub = Arc::new(Hub::new(settings.socket_queue));
         Ok(Self {
             store,
             clock,
             entropy,
             hasher,
-            totp_key: keys.master.subkey("totp-secret"),
+            totp_keys: Arc::new(RwLock::new(totp_keys)),
+            key_reload: None,
             audit_signer: Arc::new(keys.audit_signer),
             settings: Arc::new(settings),
-            keyring: Arc::new(RwLock::new(MasterKeyring::new((1, keys.master), Vec::new()))),
+            keyring: Arc::new(RwLock::new(ring)),
             org_keys: Arc::default(),
             blobs,
             bus: Arc::new(LocalBus(hub.clone())),
             hub,
         })
+    }
+
+    /// Lets the application re-read the master keys when it meets a version it has not
+    /// loaded (a rotation by another process).
+    pub fn with_key_reload(mut self, reload: keys::KeyReload) -> Self {
+        self.key_reload = Some(reload);
+        self
     }
 
     /// This node's real-time hub (sockets register here).

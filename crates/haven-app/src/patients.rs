@@ -67,8 +67,7 @@ impl App {
             }
         };
         let wrapped = WrappedKey { version: stored.master_version, sealed: stored.wrapped };
-        let ring = self.keyring.read().expect("keyring").clone();
-        let key = envelope::unwrap_org_key(&ring, &org.to_string(), &wrapped).map_err(|_| {
+        let key = self.unwrap_org(&org.to_string(), &wrapped).map_err(|_| {
             AppError::Internal(format!(
                 "the key of organisation {org} cannot be unwrapped (master key version {} missing or wrong)",
                 wrapped.version

@@ -360,4 +360,70 @@ impl Store {
             .fetch_one(&self.read)
             .await?)
     }
+
+    /// Every sealed TOTP secret (enrolled and pending), for re-sealing at key rotation:
+    /// (user, organisation, enrolled, pending).
+    pub async fn totp_secrets(&self) -> StoreResult<Vec<SealedTotp>> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, totp_sealed, totp_pending_sealed FROM users
+             WHERE totp_sealed IS NOT NULL OR totp_pending_sealed IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SealedTotp {
+                    user_id: rows::id(&get::<String>(r, "id")?)?,
+                    org_id: rows::id(&get::<String>(r, "org_id")?)?,
+                    enrolled: get(r, "totp_sealed")?,
+                    pending: get(r, "totp_pending_sealed")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces a user's sealed TOTP secrets if they are still `old` (compare-and-set, so an
+    /// enrolment or reset meanwhile wins). Returns whether it replaced them.
+    pub async fn reseal_totp(
+        &self,
+        old: &SealedTotp,
+        new: &SealedTotp,
+        audit_rec: &AuditRecord,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let r = self
+            .audited(audit_rec, now, async |c| {
+                let done = sqlx::query(
+                    "UPDATE users SET totp_sealed = $2, totp_pending_sealed = $3
+                     WHERE id = $1 AND totp_sealed IS NOT DISTINCT FROM $4 AND totp_pending_sealed IS NOT DISTINCT FROM $5",
+                )
+                .bind(old.user_id.to_string())
+                .bind(new.enrolled.clone())
+                .bind(new.pending.clone())
+                .bind(old.enrolled.clone())
+                .bind(old.pending.clone())
+                .execute(&mut *c)
+                .await?;
+                touched(done)
+            })
+            .await;
+        match r {
+            Ok(()) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A user's sealed TOTP secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedTotp {
+    /// The user.
+    pub user_id: UserId,
+    /// Their organisation.
+    pub org_id: OrgId,
+    /// The enrolled secret, sealed.
+    pub enrolled: Option<Vec<u8>>,
+    /// A pending enrolment's secret, sealed.
+    pub pending: Option<Vec<u8>>,
 }

@@ -30,7 +30,7 @@ pub use conversations::{
     ConversationListRow, EventRange, MemberReceipt, Membership, NewConversation, StoredConversation,
     StoredEvent,
 };
-pub use identity::{LoginCandidate, NewUser, UserPage};
+pub use identity::{LoginCandidate, NewUser, SealedTotp, UserPage};
 pub use messages::{MessageChange, NewAttachment, NewMessage, Sent, StoredAttachment, StoredMessage};
 pub use patients::{StoredOrgKey, StoredPatient};
 pub use sessions::{MfaProof, NewSession, SessionRecord, SessionSummary};

@@ -143,7 +143,7 @@ impl Drop for TestDb {
 /// Fixed keys for tests.
 pub fn test_keys() -> haven_app::Keys {
     haven_app::Keys {
-        master: haven_crypto::seal::MasterKey::from_bytes([7; 32]),
+        masters: vec![(1, haven_crypto::seal::MasterKey::from_bytes([7; 32]))],
         audit_signer: haven_audit::checkpoint::NoteSigner::new("haven.test/audit", &[3; 32])
             .expect("valid name"),
     }

@@ -49,7 +49,7 @@ fn parse_time(s: &str, end_of_day: bool) -> anyhow::Result<Timestamp> {
     Ok(dt.to_zoned(jiff::tz::TimeZone::UTC)?.timestamp())
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} entries ({{eta}} left)"))

@@ -122,12 +122,14 @@ pub struct SecurityConf {
 /// Encryption keys.
 #[derive(Debug, Config)]
 pub struct KeysConf {
-    /// File holding the 32-byte master key (base64). Generated with mode 0600 on first start
-    /// when missing. Default: `master.key` in the data directory.
+    /// File holding the master keys: one per line, `VERSION:BASE64` (32 bytes; a bare base64
+    /// line is version 1). The highest version is current. Generated with mode 0600 on first
+    /// start when missing; `haven keys rotate` adds a version. Default: `master.key` in the
+    /// data directory.
     #[config(env = "HAVEN_KEYS_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
-    /// The master key itself (base64), instead of a file; for secret managers that inject
-    /// environment variables.
+    /// The master keys themselves, instead of a file, for secret managers that inject
+    /// environment variables: `VERSION:BASE64` entries separated by commas or new lines.
     #[config(env = "HAVEN_KEYS_MASTER_KEY")]
     pub master_key: Option<String>,
     /// File holding the Ed25519 seed (base64, 32 bytes) that signs audit-log checkpoints.

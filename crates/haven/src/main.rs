@@ -3,6 +3,7 @@
 mod admin;
 mod audit;
 mod config;
+mod keycmd;
 mod keys;
 mod serve;
 mod syslog;
@@ -45,6 +46,9 @@ enum Command {
     /// The tamper-evident audit log: export, verify offline, checkpoint.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Master keys: status and rotation.
+    #[command(subcommand)]
+    Keys(keycmd::KeysCommand),
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -108,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Command::Migrate => serve::migrate(&conf, &cli.data_dir).await,
                     Command::Admin(cmd) => admin::run(&conf, &cli.data_dir, cmd).await,
                     Command::Audit(cmd) => audit::run(&conf, &cli.data_dir, cmd).await,
+                    Command::Keys(cmd) => keycmd::run(&conf, &cli.data_dir, cmd).await,
                     _ => unreachable!("handled above"),
                 }
             })

@@ -44,7 +44,10 @@ pub async fn open_app(conf: &Conf, data_dir: &Path) -> anyhow::Result<App> {
     let entropy: Arc<Mutex<dyn haven_domain::Entropy + Send>> = Arc::new(Mutex::new(OsEntropy));
     let blobs = haven_store::blob::FsBlobStore::new(&data_dir.join("blobs"))
         .with_context(|| format!("cannot create the blob directory under {}", data_dir.display()))?;
-    Ok(App::new(store, keys, Arc::new(blobs), settings, Arc::new(SystemClock), entropy)?)
+    let app = App::new(store, keys, Arc::new(blobs), settings, Arc::new(SystemClock), entropy)?;
+    // Another process (`haven keys rotate`) may add a master-key version while this one runs.
+    let (conf_keys, dir) = (crate::keys::KeySource::from(conf), data_dir.to_path_buf());
+    Ok(app.with_key_reload(Arc::new(move || conf_keys.reload(&dir))))
 }
 
 /// `haven migrate`.

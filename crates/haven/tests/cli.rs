@@ -360,3 +360,27 @@ fn audit_export_verifies_offline_and_names_a_tampered_entry() {
     assert!(text(&o).contains("FAILED: entry 5,"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn keys_rotate_adds_a_version_and_rewraps() {
+    let d = temp_dir("keys");
+    assert!(haven(&d).args(["admin", "create-org", "--name", "Key Clinic"]).status().unwrap().success());
+    let o = haven(&d).args(["keys", "status"]).output().unwrap();
+    assert!(text(&o).contains("current master key version: 1"), "{}", text(&o));
+    let o = haven(&d).args(["keys", "rotate"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("added master key version 2"), "{}", text(&o));
+    let key = std::fs::read_to_string(d.join("master.key")).unwrap();
+    assert_eq!(key.lines().map(|l| l.split(':').next().unwrap()).collect::<Vec<_>>(), ["1", "2"]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(d.join("master.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    let o = haven(&d).args(["keys", "status"]).output().unwrap();
+    assert!(text(&o).contains("current master key version: 2"), "{}", text(&o));
+    let o = haven(&d)
+        .env("HAVEN_KEYS_MASTER_KEY", key.lines().next().unwrap())
+        .args(["keys", "rotate"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("HAVEN_KEYS_MASTER_KEY"), "{}", text(&o));
+}
