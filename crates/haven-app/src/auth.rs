@@ -11,7 +11,7 @@ use haven_domain::SessionId;
 use haven_domain::audit::{AuditAction, AuditOutcome};
 use haven_domain::password::{PasswordContext, check_password};
 use haven_domain::session::{self, SessionState};
-use haven_domain::throttle::{ThrottleDecision, ThrottlePolicy};
+use haven_domain::throttle::ThrottlePolicy;
 use haven_domain::user::{UserStatus, normalize_username};
 use haven_store::{MfaProof, NewSession, SessionRecord};
 use jiff::Timestamp;
@@ -82,13 +82,33 @@ fn source_key(meta: &RequestMeta) -> Option<String> {
 }
 
 impl App {
+    /// Counts the attempt against its keys before it is checked (so concurrent attempts cannot
+    /// exceed the limit); refuses when a key is over its limit.
     async fn check_throttles(&self, keys: &[(&str, ThrottlePolicy)], now: Timestamp) -> AppResult<()> {
-        for (key, policy) in keys {
-            let count = self.store.failure_count(key).await?;
-            if let ThrottleDecision::Refuse { retry_after_secs } = policy.decide(count, now) {
-                return Err(AppError::Throttled { retry_after_secs });
-            }
+        match self.store.reserve_attempt(keys, now).await? {
+            Some(retry_after_secs) => Err(AppError::Throttled { retry_after_secs }),
+            None => Ok(()),
         }
+    }
+
+    /// A success gives back its reservation: only failures count.
+    async fn release(&self, keys: &[(&str, ThrottlePolicy)]) -> AppResult<()> {
+        let keys: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+        Ok(self.store.release_attempt(&keys).await?)
+    }
+
+    /// Records a refusal by the throttle (the attempt itself was not made).
+    async fn record_throttled(
+        &self,
+        org: Option<haven_domain::OrgId>,
+        subtype: &str,
+        agent: haven_domain::audit::AuditAgent,
+        now: Timestamp,
+    ) -> AppResult<()> {
+        let rec = self
+            .record(org, AUTH, subtype, AuditAction::E, AuditOutcome::MinorFailure, agent)
+            .code("throttled");
+        self.store.record_audit(&rec, now).await?;
         Ok(())
     }
 
@@ -183,11 +203,13 @@ impl App {
                 if user.is_none() {
                     rec = rec.entity("account-name-digest", &acct[5..]);
                 }
-                self.store.record_failure(&keys, &rec, now).await?;
+                // The attempt was counted when it was reserved.
+                self.store.record_audit(&rec, now).await?;
                 return Err(AppError::InvalidCredentials);
             }
         };
         self.store.clear_failures(&acct).await?;
+        self.release(&keys[1..]).await?;
         let user = &candidate.user;
         let state = if user.mfa_enrolled {
             SessionState::MfaRequired
@@ -280,12 +302,6 @@ impl App {
 
     async fn mfa_failure(&self, ctx: &SessionContext, subtype: &str, code: &str) -> AppResult<AppError> {
         let now = self.now();
-        let mfa_key = format!("mfa:{}", ctx.record.user.id);
-        let src = source_key(&ctx.meta);
-        let mut keys = vec![(mfa_key.as_str(), self.settings.mfa_throttle)];
-        if let Some(s) = &src {
-            keys.push((s.as_str(), self.settings.source_throttle));
-        }
         let rec = self
             .record(
                 Some(ctx.record.user.org_id),
@@ -297,18 +313,33 @@ impl App {
             )
             .entity("user", ctx.record.user.id)
             .code(code);
-        self.store.record_failure(&keys, &rec, now).await?;
+        // The attempt was counted when it was reserved.
+        self.store.record_audit(&rec, now).await?;
         Ok(AppError::InvalidCode)
     }
 
-    async fn check_mfa_throttle(&self, ctx: &SessionContext) -> AppResult<()> {
-        let mfa_key = format!("mfa:{}", ctx.record.user.id);
-        let src = source_key(&ctx.meta);
+    fn mfa_keys(&self, ctx: &SessionContext) -> (String, Option<String>) {
+        (format!("mfa:{}", ctx.record.user.id), source_key(&ctx.meta))
+    }
+
+    /// Reserves an MFA attempt (audited when refused); `release` gives it back on success.
+    async fn check_mfa_throttle(&self, ctx: &SessionContext, subtype: &str, release: bool) -> AppResult<()> {
+        let (mfa_key, src) = self.mfa_keys(ctx);
         let mut keys = vec![(mfa_key.as_str(), self.settings.mfa_throttle)];
         if let Some(s) = &src {
             keys.push((s.as_str(), self.settings.source_throttle));
         }
-        self.check_throttles(&keys, self.now()).await
+        if release {
+            return self.release(&keys).await;
+        }
+        let now = self.now();
+        if let Err(e) = self.check_throttles(&keys, now).await {
+            let mut agent = ctx.principal().agent();
+            agent.user_id = Some(ctx.record.user.id);
+            self.record_throttled(Some(ctx.record.user.org_id), subtype, agent, now).await?;
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn unseal_totp(&self, ctx: &SessionContext, sealed: &[u8]) -> AppResult<TotpSecret> {
@@ -327,7 +358,7 @@ impl App {
                 "this session is not waiting for a second factor".into(),
             ));
         }
-        self.check_mfa_throttle(ctx).await?;
+        self.check_mfa_throttle(ctx, "mfa-verify", false).await?;
         let now = self.now();
         let cand =
             self.store.login_candidate(&ctx.record.user.username).await?.ok_or(AppError::Unauthenticated)?;
@@ -358,6 +389,7 @@ impl App {
         if !self.store.complete_mfa(ctx.record.id, &proof, &new, &rec).await? {
             return Err(self.mfa_failure(ctx, subtype, "code_reused").await?);
         }
+        self.check_mfa_throttle(ctx, subtype, true).await?;
         Ok(issued)
     }
 
@@ -402,7 +434,7 @@ impl App {
         if ctx.record.state == SessionState::MfaRequired {
             return Err(AppError::MfaRequired(ctx.record.state));
         }
-        self.check_mfa_throttle(ctx).await?;
+        self.check_mfa_throttle(ctx, "mfa-enroll", false).await?;
         let now = self.now();
         let cand =
             self.store.login_candidate(&ctx.record.user.username).await?.ok_or(AppError::Unauthenticated)?;
@@ -429,6 +461,7 @@ impl App {
         if !self.store.complete_mfa(ctx.record.id, &proof, &new, &rec).await? {
             return Err(AppError::Conflict("no_pending_enrollment", "start an enrolment first".into()));
         }
+        self.check_mfa_throttle(ctx, "mfa-enroll", true).await?;
         Ok(EnrolmentDone { session: issued, recovery_codes: codes })
     }
 
@@ -485,7 +518,10 @@ impl App {
         let now = self.now();
         let acct = account_key(&p.user.username);
         let keys = [(acct.as_str(), self.settings.account_throttle)];
-        self.check_throttles(&keys, now).await?;
+        if let Err(e) = self.check_throttles(&keys, now).await {
+            self.record_throttled(Some(p.org()), "password-change", p.agent(), now).await?;
+            return Err(e);
+        }
         let cand = self.store.login_candidate(&p.user.username).await?.ok_or(AppError::Unauthenticated)?;
         if !self.verify_password_blocking(current, Some(cand.password_hash)).await {
             let rec = self
@@ -499,9 +535,11 @@ impl App {
                 )
                 .entity("user", p.user.id)
                 .code("wrong_password");
-            self.store.record_failure(&keys, &rec, now).await?;
+            // The attempt was counted when it was reserved.
+            self.store.record_audit(&rec, now).await?;
             return Err(AppError::InvalidCredentials);
         }
+        self.release(&keys).await?;
         let ctx = PasswordContext {
             username: &p.user.username,
             display_name: &p.user.display_name,

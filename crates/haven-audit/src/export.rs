@@ -73,6 +73,11 @@ pub struct Verified {
     pub full_entries: u64,
     /// Signed checkpoints verified.
     pub checkpoints: usize,
+    /// The verifier key the checkpoints were checked with.
+    pub key: String,
+    /// Whether that key was the one the caller trusts (`false`: taken from the file itself,
+    /// which proves only that the file is self-consistent).
+    pub key_pinned: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -85,11 +90,15 @@ fn err(line: usize, seq: Option<u64>, reason: impl Into<String>) -> VerifyError 
     VerifyError { line, seq, reason: reason.into() }
 }
 
-/// Verifies an export read from `input`. `kept` is a checkpoint note the auditor saved earlier
-/// (it must be signed by the same key and be consistent with this log). `progress` is called
-/// with the number of entries read so far, every 65,536 entries.
+/// Verifies an export read from `input`. `trusted_key` is the verifier key the auditor got
+/// from the server out of band: a file signed by any other key is refused (without it, the
+/// key in the file is used, and a forger who re-signs everything with a key of their own would
+/// pass). `kept` is a checkpoint note the auditor saved earlier (it must be signed by the same
+/// key and be consistent with this log). `progress` is called with the number of entries read
+/// so far, every 65,536 entries.
 pub fn verify(
     input: impl BufRead,
+    trusted_key: Option<&str>,
     kept: Option<&str>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Verified, VerifyError> {
@@ -110,7 +119,13 @@ pub fn verify(
         origin.strip_prefix("origin ").ok_or_else(|| err(n, None, "expected the origin line"))?.to_owned();
     let (n, key) = next("key")?;
     let key = key.strip_prefix("key ").ok_or_else(|| err(n, None, "expected the key line"))?;
+    if let Some(trusted) = trusted_key
+        && trusted.trim() != key.trim()
+    {
+        return Err(err(n, None, "the file is signed by a key other than the trusted one"));
+    }
     let verifier = NoteVerifier::from_key(key).map_err(|e| err(n, None, e.to_string()))?;
+    let key_text = key.trim().to_owned();
     if verifier.name() != origin {
         return Err(err(n, None, "the key's name is not the log origin"));
     }
@@ -261,5 +276,12 @@ pub fn verify(
             ));
         }
     }
-    Ok(Verified { size, root, full_entries: full, checkpoints: checkpoints.len() })
+    Ok(Verified {
+        size,
+        root,
+        full_entries: full,
+        checkpoints: checkpoints.len(),
+        key: key_text,
+        key_pinned: trusted_key.is_some(),
+    })
 }

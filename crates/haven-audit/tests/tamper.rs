@@ -10,7 +10,11 @@ const ORIGIN: &str = "haven.test/audit";
 /// An export of `n` entries (entries `full_from..` in full, earlier ones as hashes), with a
 /// checkpoint every 5 entries and one at the end. Returns its lines and an early checkpoint.
 fn build(n: u64, full_from: u64) -> (Vec<String>, String) {
-    let signer = NoteSigner::new(ORIGIN, &[5; 32]).unwrap();
+    build_signed(n, full_from, [5; 32])
+}
+
+fn build_signed(n: u64, full_from: u64, seed: [u8; 32]) -> (Vec<String>, String) {
+    let signer = NoteSigner::new(ORIGIN, &seed).unwrap();
     let mut lines = vec![export::header(ORIGIN, &signer.verifier_key())];
     let mut f = Frontier::new();
     let mut notes = Vec::new();
@@ -35,7 +39,7 @@ fn build(n: u64, full_from: u64) -> (Vec<String>, String) {
 
 fn run(lines: &[String], kept: Option<&str>) -> Result<export::Verified, VerifyError> {
     let text = lines.join("\n") + "\n";
-    export::verify(text.as_bytes(), kept, &mut |_| {})
+    export::verify(text.as_bytes(), None, kept, &mut |_| {})
 }
 
 #[test]
@@ -47,6 +51,23 @@ fn untouched_logs_verify() {
         let (lines, _) = build(n, n / 2 + 1);
         assert_eq!(run(&lines, None).unwrap().size, n);
     }
+}
+
+#[test]
+fn a_log_re_signed_by_another_key_fails_against_the_trusted_key() {
+    let trusted = NoteSigner::new(ORIGIN, &[5; 32]).unwrap().verifier_key();
+    let (genuine, _) = build(12, 1);
+    let text = genuine.join("\n") + "\n";
+    let v = export::verify(text.as_bytes(), Some(&trusted), None, &mut |_| {}).unwrap();
+    assert!(v.key_pinned);
+    // A forger rewrites history and signs it all with a key of their own: self-consistent...
+    let (forged, _) = build_signed(12, 1, [6; 32]);
+    let text = forged.join("\n") + "\n";
+    let v = export::verify(text.as_bytes(), None, None, &mut |_| {}).unwrap();
+    assert!(!v.key_pinned, "and reported as checked only against its own key");
+    // ...but refused by an auditor who pins the server's key.
+    let e = export::verify(text.as_bytes(), Some(&trusted), None, &mut |_| {}).unwrap_err();
+    assert!(e.reason.contains("trusted"), "{e:?}");
 }
 
 #[derive(Debug, Clone)]

@@ -49,6 +49,13 @@ impl ThrottlePolicy {
         ThrottleDecision::Allow
     }
 
+    /// Decides an attempt whose own reservation is already in `counted`: it may proceed if,
+    /// without it, the key was under its limit.
+    pub fn decide_reserved(&self, counted: FailureCount, now: Timestamp) -> ThrottleDecision {
+        let before = FailureCount { failures: counted.failures.saturating_sub(1), ..counted };
+        self.decide(Some(before), now)
+    }
+
     /// The count after one more failure at `now`: a window that has ended starts afresh.
     pub fn record_failure(&self, count: Option<FailureCount>, now: Timestamp) -> FailureCount {
         match count {
@@ -80,5 +87,14 @@ mod tests {
         assert_eq!(p.decide(c, t(60)), ThrottleDecision::Allow);
         // A failure after the window starts a new one.
         assert_eq!(p.record_failure(c, t(61)), FailureCount { failures: 1, window_start: t(61) });
+    }
+
+    #[test]
+    fn a_reserved_attempt_counts_itself() {
+        let p = ThrottlePolicy { max_failures: 2, window: SignedDuration::from_secs(60) };
+        let c = |n| FailureCount { failures: n, window_start: t(0) };
+        assert_eq!(p.decide_reserved(c(1), t(1)), ThrottleDecision::Allow);
+        assert_eq!(p.decide_reserved(c(2), t(1)), ThrottleDecision::Allow);
+        assert_eq!(p.decide_reserved(c(3), t(1)), ThrottleDecision::Refuse { retry_after_secs: 59 });
     }
 }

@@ -2,8 +2,7 @@
 //! the caller (a digest of the account name, or the source address); the counting rule lives in
 //! `haven_domain::throttle`.
 
-use haven_domain::audit::AuditRecord;
-use haven_domain::throttle::{FailureCount, ThrottlePolicy};
+use haven_domain::throttle::{FailureCount, ThrottleDecision, ThrottlePolicy};
 use jiff::Timestamp;
 
 use crate::rows::{get, ms, ts};
@@ -30,32 +29,53 @@ impl Store {
         count(&mut conn, key).await
     }
 
-    /// Counts one failure against each `(key, policy)` and records the audit entry, in one
-    /// transaction.
-    pub async fn record_failure(
+    /// Counts an attempt against every `(key, policy)` *before* it is checked, atomically
+    /// (an upsert that increments and returns the new count under the row's lock), so
+    /// concurrent attempts cannot all slip under the limit. If any key is over its limit the
+    /// counts are rolled back and the seconds until that key's window ends are returned.
+    pub async fn reserve_attempt(
         &self,
         keys: &[(&str, ThrottlePolicy)],
-        audit_rec: &AuditRecord,
         now: Timestamp,
-    ) -> StoreResult<()> {
-        self.audited(audit_rec, now, async |c| {
-            for (key, policy) in keys {
-                let current = count(c, key).await?;
-                let next = policy.record_failure(current, now);
-                sqlx::query(
-                    "INSERT INTO auth_throttle (key, failures, window_start) VALUES ($1, $2, $3)
-                     ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,
-                     window_start = excluded.window_start",
-                )
-                .bind(*key)
-                .bind(i64::from(next.failures))
-                .bind(ms(next.window_start))
-                .execute(&mut *c)
-                .await?;
+    ) -> StoreResult<Option<u64>> {
+        let mut tx = self.write.begin().await?;
+        for (key, policy) in keys {
+            let row = sqlx::query(
+                "INSERT INTO auth_throttle (key, failures, window_start) VALUES ($1, 1, $2)
+                 ON CONFLICT (key) DO UPDATE SET
+                   failures = CASE WHEN auth_throttle.window_start <= $3 THEN 1 ELSE auth_throttle.failures + 1 END,
+                   window_start = CASE WHEN auth_throttle.window_start <= $3 THEN $2 ELSE auth_throttle.window_start END
+                 RETURNING failures, window_start",
+            )
+            .bind(*key)
+            .bind(ms(now))
+            .bind(ms(now - policy.window))
+            .fetch_one(&mut *tx)
+            .await?;
+            let counted = FailureCount {
+                failures: u32::try_from(get::<i64>(&row, "failures")?).unwrap_or(u32::MAX),
+                window_start: ts(get(&row, "window_start")?)?,
+            };
+            if let ThrottleDecision::Refuse { retry_after_secs } = policy.decide_reserved(counted, now) {
+                tx.rollback().await?;
+                return Ok(Some(retry_after_secs));
             }
-            Ok(())
-        })
-        .await
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    /// Gives back the attempts a success had reserved (a success is not a failure).
+    pub async fn release_attempt(&self, keys: &[&str]) -> StoreResult<()> {
+        let mut tx = self.write.begin().await?;
+        for key in keys {
+            sqlx::query("UPDATE auth_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0")
+                .bind(*key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Forgets a key's failures (after a successful sign-in of that account).

@@ -173,6 +173,31 @@ both_backends!(wrong_mfa_codes_are_throttled, |b: Backend| async move {
     let code = s.code(u.totp.as_ref().unwrap());
     let (st, body) = s.post("/api/v1/auth/mfa/verify", Some(&p), json!({"code": code})).await;
     assert_eq!((st, body["code"].as_str()), (429, Some("too_many_attempts")));
+    // The refusal itself is a security event.
+    let audit = s.app.store().recent_audit(org, 50).await.unwrap();
+    let refused = &audit[0].record;
+    assert_eq!((refused.subtype.as_str(), refused.outcome_code.as_deref()), ("mfa-verify", Some("throttled")));
+    assert_eq!(refused.agent.user_id, Some(u.id));
+});
+
+both_backends!(a_burst_of_wrong_passwords_cannot_exceed_the_limit, |b: Backend| async move {
+    let s = std::sync::Arc::new(TestServer::start(b).await);
+    let org = s.org("Riverside").await;
+    let u = s.user(org, "dr.okafor", &[Role::Clinician]).await;
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let (s, name) = (s.clone(), u.username.clone());
+        tasks.push(tokio::spawn(async move {
+            s.post("/api/v1/auth/login", None, json!({"username": name, "password": "wrong-password-123"})).await.0
+        }));
+    }
+    let mut wrong = 0;
+    for t in tasks {
+        if t.await.unwrap() == 401 {
+            wrong += 1;
+        }
+    }
+    assert_eq!(wrong, 5, "exactly the allowed number of guesses were checked; the rest were throttled");
 });
 
 both_backends!(logout_password_change_and_sign_out_everywhere, |b: Backend| async move {

@@ -198,18 +198,41 @@ both_backends!(audit_sequence_is_gap_free_and_rows_are_immutable, |b: Backend| a
     assert_eq!(s.audit_range(0, 100).await.unwrap(), all);
 });
 
-both_backends!(throttle_counts_failures_per_key, |b: Backend| async move {
+both_backends!(throttle_reserves_attempts_atomically, |b: Backend| async move {
     let db = TestDb::new(b).await;
-    let s = open(&db).await;
+    let s = std::sync::Arc::new(open(&db).await);
     let p = ThrottlePolicy { max_failures: 3, window: SignedDuration::from_secs(60) };
-    for i in 0..4 {
-        s.record_failure(&[("k1", p), ("k2", p)], &rec(None, "fail"), t(i)).await.unwrap();
+    // 20 concurrent attempts on one key: exactly 3 get through.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.reserve_attempt(&[("k1", p)], t(0)).await.unwrap() }));
     }
+    let mut allowed = 0;
+    for task in tasks {
+        if task.await.unwrap().is_none() {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 3, "a burst cannot slip past the limit");
+    assert_eq!(s.reserve_attempt(&[("k1", p)], t(10)).await.unwrap(), Some(50));
     let c = s.failure_count("k1").await.unwrap().unwrap();
-    assert_eq!((c.failures, c.window_start), (4, t(0)));
+    assert_eq!((c.failures, c.window_start), (3, t(0)), "refused attempts are not counted");
+    // A success gives its reservation back; a new window starts afresh.
+    s.release_attempt(&["k1"]).await.unwrap();
+    assert_eq!(s.failure_count("k1").await.unwrap().unwrap().failures, 2);
+    assert_eq!(s.reserve_attempt(&[("k1", p)], t(61)).await.unwrap(), None);
+    let c = s.failure_count("k1").await.unwrap().unwrap();
+    assert_eq!((c.failures, c.window_start), (1, t(61)));
+    // A refusal by one key counts against none.
+    assert_eq!(s.reserve_attempt(&[("k2", p)], t(61)).await.unwrap(), None);
+    for _ in 0..2 {
+        s.reserve_attempt(&[("k1", p)], t(62)).await.unwrap();
+    }
+    assert!(s.reserve_attempt(&[("k2", p), ("k1", p)], t(63)).await.unwrap().is_some());
+    assert_eq!(s.failure_count("k2").await.unwrap().unwrap().failures, 1);
     s.clear_failures("k1").await.unwrap();
     assert!(s.failure_count("k1").await.unwrap().is_none());
-    assert_eq!(s.failure_count("k2").await.unwrap().unwrap().failures, 4);
 });
 
 both_backends!(migrations_are_idempotent_and_checked, |b: Backend| async move {

@@ -34,6 +34,11 @@ pub enum AuditCommand {
         /// A checkpoint note kept from earlier: the log must be consistent with it.
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        /// The log's verifier key as obtained from the server (printed by `haven audit export`,
+        /// served at GET /api/v1/audit/checkpoint). Without it the key inside the file is used,
+        /// which shows the file is self-consistent but not who signed it.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Sign a checkpoint of the log now and print it.
     Checkpoint,
@@ -84,7 +89,11 @@ pub async fn run(conf: &Conf, data_dir: &Path, cmd: AuditCommand) -> anyhow::Res
                 summary.checkpoints,
                 output.display()
             );
-            println!("verify with: haven audit verify {}", output.display());
+            println!(
+                "verify with: haven audit verify {} --key {}",
+                output.display(),
+                app.audit_verifier_key()
+            );
         }
         AuditCommand::Checkpoint => {
             let cp = app.checkpoint().await?;
@@ -98,7 +107,7 @@ pub async fn run(conf: &Conf, data_dir: &Path, cmd: AuditCommand) -> anyhow::Res
 
 /// `haven audit verify`: reads only the file (and the kept checkpoint). Returns whether it
 /// verified; the report is printed.
-pub fn verify(file: &Path, checkpoint: Option<&Path>) -> anyhow::Result<bool> {
+pub fn verify(file: &Path, checkpoint: Option<&Path>, key: Option<&str>) -> anyhow::Result<bool> {
     let kept = checkpoint
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
         .transpose()?;
@@ -109,7 +118,7 @@ pub fn verify(file: &Path, checkpoint: Option<&Path>) -> anyhow::Result<bool> {
         ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes}").expect("valid template"),
     );
     let reader = BufReader::with_capacity(1 << 20, progress.wrap_read(f));
-    let result = haven_audit::export::verify(reader, kept.as_deref(), &mut |_| {});
+    let result = haven_audit::export::verify(reader, key, kept.as_deref(), &mut |_| {});
     progress.finish_and_clear();
     match result {
         Ok(v) => {
@@ -121,6 +130,13 @@ pub fn verify(file: &Path, checkpoint: Option<&Path>) -> anyhow::Result<bool> {
                 v.checkpoints,
                 if kept.is_some() { ", consistent with the kept checkpoint" } else { "" }
             );
+            if !v.key_pinned {
+                println!(
+                    "WARNING: the signatures were checked with the key inside the file ({}); \
+                     pass --key with the key obtained from the server to prove who signed it",
+                    v.key
+                );
+            }
             Ok(true)
         }
         Err(e) => {

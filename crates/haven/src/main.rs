@@ -81,8 +81,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("haven {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Audit(audit::AuditCommand::Verify { file, checkpoint }) => {
-            if audit::verify(&file, checkpoint.as_deref())? {
+        Command::Audit(audit::AuditCommand::Verify { file, checkpoint, key }) => {
+            if audit::verify(&file, checkpoint.as_deref(), key.as_deref())? {
                 Ok(())
             } else {
                 anyhow::bail!("the audit log did not verify")

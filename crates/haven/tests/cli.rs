@@ -341,6 +341,7 @@ fn audit_export_verifies_offline_and_names_a_tampered_entry() {
     let o = haven(&d).args(["audit", "export", "--output", export.to_str().unwrap()]).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("exported 5 entries (5 in full)"), "{}", text(&o));
+    let exported = text(&o);
     // The verifier needs neither the data directory nor the database.
     let elsewhere = temp_dir("audit-elsewhere");
     let o = haven(&elsewhere)
@@ -349,7 +350,21 @@ fn audit_export_verifies_offline_and_names_a_tampered_entry() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).starts_with("OK: 5 entries"), "{}", text(&o));
+    assert!(text(&o).contains("WARNING"), "an unpinned key is called out: {}", text(&o));
     assert!(!elsewhere.exists(), "verify touched no data directory");
+    let key = exported.split("--key ").nth(1).unwrap().trim().to_owned();
+    let o = haven(&elsewhere)
+        .args(["audit", "verify", export.to_str().unwrap(), "--key", &key])
+        .output()
+        .unwrap();
+    assert!(o.status.success() && !text(&o).contains("WARNING"), "{}", text(&o));
+    let other_key = format!("{}x", &key[..key.len() - 1]);
+    let o = haven(&elsewhere)
+        .args(["audit", "verify", export.to_str().unwrap(), "--key", &other_key])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("other than the trusted one"), "{}", text(&o));
 
     let original = std::fs::read_to_string(&export).unwrap();
     let tampered = original.replacen("\"subtype\":\"user-deactivate\"", "\"subtype\":\"user-create\"", 1);
