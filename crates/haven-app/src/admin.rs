@@ -83,7 +83,9 @@ impl App {
                 actor.agent(),
             )
             .entity("policy", org);
-        self.store.set_org_policy(org, &policy, &rec, self.now()).await?;
+        for (user, session) in self.store.set_org_policy(org, &policy, &rec, self.now()).await? {
+            self.close_sockets(user, Some(session), None);
+        }
         Ok(self.store.org(org).await?)
     }
 

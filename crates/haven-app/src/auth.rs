@@ -462,6 +462,8 @@ impl App {
             return Err(AppError::Conflict("no_pending_enrollment", "start an enrolment first".into()));
         }
         self.check_mfa_throttle(ctx, "mfa-enroll", true).await?;
+        // Other sessions were single-factor and have ended (in the same transaction).
+        self.close_sockets(cand.user.id, None, Some(new.id));
         Ok(EnrolmentDone { session: issued, recovery_codes: codes })
     }
 

@@ -118,7 +118,7 @@ impl Store {
         policy: &OrgPolicy,
         audit_rec: &AuditRecord,
         now: Timestamp,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<(UserId, SessionId)>> {
         self.audited(audit_rec, now, async |c| {
             let done = sqlx::query(
                 "UPDATE organizations SET mfa_required = $1, inactivity_timeout_seconds = $2,
@@ -130,7 +130,25 @@ impl Store {
             .bind(id.to_string())
             .execute(&mut *c)
             .await?;
-            touched(done)
+            touched(done)?;
+            if !policy.mfa_required {
+                return Ok(Vec::new());
+            }
+            // Requiring MFA ends the single-factor sessions of users without an authenticator
+            // at once: they sign in again and enrol.
+            let rows = sqlx::query(
+                "UPDATE sessions SET ended_at = $1, end_reason = 'mfa_now_required'
+                 WHERE org_id = $2 AND ended_at IS NULL AND state = 'active'
+                   AND user_id IN (SELECT id FROM users WHERE org_id = $2 AND totp_sealed IS NULL)
+                 RETURNING user_id, id",
+            )
+            .bind(ms(now))
+            .bind(id.to_string())
+            .fetch_all(&mut *c)
+            .await?;
+            rows.iter()
+                .map(|r| Ok((rows::id(&get::<String>(r, "user_id")?)?, rows::id(&get::<String>(r, "id")?)?)))
+                .collect()
         })
         .await
     }

@@ -177,8 +177,9 @@ impl Store {
         row.as_ref().map(session_record).transpose()
     }
 
-    /// Live sessions that may have timed out: idle since `idle_since` or past their end at
-    /// `now` (the caller applies each organisation's policy), at most `limit`.
+    /// Live sessions that have timed out at `now` (past their end, or idle longer than their
+    /// organisation allows; `idle_since` bounds the scan), oldest activity first, at most
+    /// `limit`.
     pub async fn stale_sessions(
         &self,
         idle_since: Timestamp,
@@ -186,7 +187,11 @@ impl Store {
         limit: i64,
     ) -> StoreResult<Vec<SessionRecord>> {
         let sql = format!(
-            "{} WHERE s.ended_at IS NULL AND (s.last_seen_at <= $1 OR s.expires_at <= $2) LIMIT $3",
+            // Each organisation's own inactivity limit is applied here, so every row returned
+            // has timed out and a sweep never sticks on a page of idle but live sessions.
+            "{} WHERE s.ended_at IS NULL AND (s.expires_at <= $2 OR (s.last_seen_at <= $1
+               AND s.last_seen_at + o.inactivity_timeout_seconds * 1000 <= $2))
+             ORDER BY s.last_seen_at LIMIT $3",
             session_select()
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -363,6 +368,10 @@ impl Store {
             return Ok(false);
         }
         insert(&mut tx, new).await?;
+        if matches!(proof, MfaProof::Enrolment { .. }) {
+            // Sessions opened before the authenticator existed were single-factor: end them.
+            end_all(&mut tx, new.user_id, Some(new.id), "mfa_enrolled", now).await?;
+        }
         audit::append(&mut tx, audit_rec, now).await?;
         tx.commit().await?;
         Ok(true)

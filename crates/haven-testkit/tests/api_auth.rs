@@ -176,7 +176,10 @@ both_backends!(wrong_mfa_codes_are_throttled, |b: Backend| async move {
     // The refusal itself is a security event.
     let audit = s.app.store().recent_audit(org, 50).await.unwrap();
     let refused = &audit[0].record;
-    assert_eq!((refused.subtype.as_str(), refused.outcome_code.as_deref()), ("mfa-verify", Some("throttled")));
+    assert_eq!(
+        (refused.subtype.as_str(), refused.outcome_code.as_deref()),
+        ("mfa-verify", Some("throttled"))
+    );
     assert_eq!(refused.agent.user_id, Some(u.id));
 });
 
@@ -188,7 +191,9 @@ both_backends!(a_burst_of_wrong_passwords_cannot_exceed_the_limit, |b: Backend| 
     for _ in 0..12 {
         let (s, name) = (s.clone(), u.username.clone());
         tasks.push(tokio::spawn(async move {
-            s.post("/api/v1/auth/login", None, json!({"username": name, "password": "wrong-password-123"})).await.0
+            s.post("/api/v1/auth/login", None, json!({"username": name, "password": "wrong-password-123"}))
+                .await
+                .0
         }));
     }
     let mut wrong = 0;
@@ -352,4 +357,33 @@ both_backends!(users_see_and_end_their_own_sessions_only, |b: Backend| async mov
         .unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(s.get("/api/v1/me", Some(&theirs)).await.0, 200);
+});
+
+both_backends!(single_factor_sessions_end_when_mfa_becomes_required_or_enrolled, |b: Backend| async move {
+    let s = TestServer::start(b).await;
+    let org = s.org("Riverside").await;
+    let relaxed = haven_domain::org::OrgPolicy { mfa_required: false, ..Default::default() };
+    s.app.set_policy(&haven_app::Actor::Operator, org, relaxed.clone()).await.unwrap();
+    let u = s.user(org, "dr.okafor", &[Role::Clinician]).await;
+    let first = s.login(&u).await;
+    let second = s.login(&u).await;
+    assert_eq!(s.get("/api/v1/me", Some(&first)).await.0, 200, "single-factor sessions are allowed");
+    // Enrolling an authenticator from one session ends the other single-factor one.
+    let (st, e) = s.post("/api/v1/auth/mfa/totp/enroll", Some(&second), json!({})).await;
+    assert_eq!(st, 200, "{e}");
+    let secret = data_encoding::BASE32_NOPAD.decode(e["secret"].as_str().unwrap().as_bytes()).unwrap();
+    let (st, done) =
+        s.post("/api/v1/auth/mfa/totp/confirm", Some(&second), json!({"code": s.code(&secret)})).await;
+    assert_eq!(st, 200, "{done}");
+    assert_eq!(s.get("/api/v1/me", Some(&first)).await.0, 401);
+    let enrolled = done["session"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(s.get("/api/v1/me", Some(&enrolled)).await.0, 200);
+    // Requiring MFA ends the single-factor sessions of users without an authenticator only.
+    let v = s.user(org, "nurse.patel", &[Role::Nurse]).await;
+    let single = s.login(&v).await;
+    assert_eq!(s.get("/api/v1/me", Some(&single)).await.0, 200);
+    let strict = haven_domain::org::OrgPolicy { mfa_required: true, ..relaxed };
+    s.app.set_policy(&haven_app::Actor::Operator, org, strict).await.unwrap();
+    assert_eq!(s.get("/api/v1/me", Some(&single)).await.0, 401);
+    assert_eq!(s.get("/api/v1/me", Some(&enrolled)).await.0, 200, "a two-factor session stays");
 });

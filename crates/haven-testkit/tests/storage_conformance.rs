@@ -146,6 +146,29 @@ both_backends!(sessions_end_on_deactivation_and_password_change, |b: Backend| as
     assert!(s.session_by_token("nope").await.unwrap().is_none());
 });
 
+both_backends!(the_session_sweep_returns_only_timed_out_sessions, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = open(&db).await;
+    let a = org(&s, "A").await; // inactivity timeout 900 s by default
+    let u = user(&s, a, "alice").await;
+    let mut young = Vec::new();
+    for i in 0..3 {
+        let mut n = session(a, u, &format!("young{i}"), SessionState::Active);
+        n.created_at = t(1000);
+        n.expires_at = t(50_000);
+        s.create_session(&n, &rec(Some(a), "login")).await.unwrap();
+        young.push(n.id);
+    }
+    let mut old = session(a, u, "old", SessionState::Active);
+    old.expires_at = t(50_000);
+    s.create_session(&old, &rec(Some(a), "login")).await.unwrap();
+    // At t=1200 every session has been idle more than 30 s, but only the old one more than 900 s.
+    let stale = s.stale_sessions(t(1170), t(1200), 10).await.unwrap();
+    assert_eq!(stale.iter().map(|r| r.id).collect::<Vec<_>>(), [old.id]);
+    let stale = s.stale_sessions(t(1170), t(1200), 1).await.unwrap();
+    assert_eq!(stale[0].id, old.id, "a small page still finds it");
+});
+
 both_backends!(mfa_proofs_are_single_use, |b: Backend| async move {
     let db = TestDb::new(b).await;
     let s = open(&db).await;
