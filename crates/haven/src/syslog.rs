@@ -3,7 +3,10 @@
 //!
 //! Delivery is at least once: entries count as delivered only once the connection has been
 //! seen alive after they were written; when it is found dead they are sent again on the next
-//! connection (the collector can de-duplicate by the `seq` in the structured data).
+//! connection (the collector can de-duplicate by the `seq` in the structured data). Because
+//! RFC 5425 has no acknowledgement, bytes the collector's kernel accepted just before it died
+//! may never have been processed: every new connection therefore starts `RESEND_MARGIN`
+//! entries before the cursor, so such entries are sent again.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +25,9 @@ use crate::config::SyslogConf;
 
 const CURSOR: &str = "syslog";
 const BATCH: i64 = 500;
+/// Entries re-sent on every new connection, before the durable cursor (more than a socket
+/// buffer of entries can hold).
+const RESEND_MARGIN: i64 = 2000;
 
 /// A validated forwarder configuration.
 pub struct Forwarder {
@@ -84,7 +90,7 @@ impl Forwarder {
         let mut stream = self.connect().await?;
         tracing::info!(address = %self.address, "connected to the syslog collector");
         let mut confirmed = app.store().forward_cursor(CURSOR).await?;
-        let mut sent = confirmed;
+        let mut sent = (confirmed - RESEND_MARGIN).max(0);
         loop {
             let batch = app.store().audit_range(sent, BATCH).await?;
             if !alive(&mut stream).await {
