@@ -363,7 +363,7 @@ both_backends!(single_factor_sessions_end_when_mfa_becomes_required_or_enrolled,
     let s = TestServer::start(b).await;
     let org = s.org("Riverside").await;
     let relaxed = haven_domain::org::OrgPolicy { mfa_required: false, ..Default::default() };
-    s.app.set_policy(&haven_app::Actor::Operator, org, relaxed.clone()).await.unwrap();
+    s.app.set_policy(&haven_app::Actor::Operator, org, relaxed).await.unwrap();
     let u = s.user(org, "dr.okafor", &[Role::Clinician]).await;
     let first = s.login(&u).await;
     let second = s.login(&u).await;
