@@ -2,6 +2,7 @@
 
 mod admin;
 mod audit;
+mod client;
 mod config;
 mod keycmd;
 mod keys;
@@ -46,6 +47,8 @@ enum Command {
     /// The tamper-evident audit log: export, verify offline, checkpoint.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Use the messaging API of a running server from the command line (for scripts).
+    Client(client::ClientArgs),
     /// Master keys: status and rotation.
     #[command(subcommand)]
     Keys(keycmd::KeysCommand),
@@ -87,6 +90,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 anyhow::bail!("the audit log did not verify")
             }
+        }
+        Command::Client(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(client::run(args))
         }
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::example());

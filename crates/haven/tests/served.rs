@@ -1,6 +1,5 @@
-//! `kill -9` during a burst of sends loses no acknowledged message and duplicates none: the real
-//! binary, set up through its CLI, driven over HTTP by concurrent senders, killed with SIGKILL,
-//! restarted on the same data directory.
+//! The real binary serving, set up through its CLI: `kill -9` during a burst of sends loses no
+//! acknowledged message and duplicates none; `haven client` drives the messaging API.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -185,6 +184,90 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_message() {
         .unwrap();
     assert_eq!(r.status(), 200);
     println!("acknowledged {} before kill -9; {} stored; none lost", acked.len(), bodies.len());
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn client(
+    d: &std::path::Path,
+    base: &str,
+    token: Option<&str>,
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String) {
+    let mut c = haven(d);
+    c.env("HAVEN_URL", base)
+        .arg("client")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(t) = token {
+        c.env("HAVEN_TOKEN", t);
+    }
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_subcommands_drive_the_api() {
+    let d = std::env::temp_dir().join(format!("haven-client-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    ok(haven(&d).args(["admin", "create-org", "--name", "Crash Clinic"]));
+    ok(haven(&d).args(["admin", "policy", "--org", "Crash Clinic", "--mfa-required", "false"]));
+    create_user(&d, "alice");
+    create_user(&d, "bob");
+    let (mut server, base) = serve(&d);
+
+    let (good, out) = client(&d, &base, None, &["login", "--username", "alice"], "wrong password\n");
+    assert!(!good && out.contains("invalid_credentials"), "{out}");
+    let (good, token) = client(&d, &base, None, &["login", "--username", "alice"], &format!("{PASSWORD}\n"));
+    assert!(good, "{token}");
+    let token = token.trim().to_owned();
+    let t = Some(token.as_str());
+    let (good, users) = client(&d, &base, t, &["users"], "");
+    assert!(good, "{users}");
+    let users: Value = serde_json::from_str(&users).unwrap();
+    let bob = users["users"].as_array().unwrap().iter().find(|u| u["username"] == "bob").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (good, conv) = client(&d, &base, t, &["start", "--kind", "direct", "--member", &bob], "");
+    assert!(good, "{conv}");
+    let conv: Value = serde_json::from_str(&conv).unwrap();
+    let conv = conv["id"].as_str().unwrap().to_owned();
+    let (good, sent) = client(
+        &d,
+        &base,
+        t,
+        &["send", &conv, "-", "--priority", "urgent", "--key", "cli-1"],
+        "from a script\n",
+    );
+    assert!(good, "{sent}");
+    let (good, again) = client(&d, &base, t, &["send", &conv, "from a script\n", "--key", "cli-1"], "");
+    assert!(good);
+    let (a, b): (Value, Value) =
+        (serde_json::from_str(&sent).unwrap(), serde_json::from_str(&again).unwrap());
+    assert_eq!(a["message"]["id"], b["message"]["id"], "a retried key returns the first message");
+    let file = d.join("note.txt");
+    std::fs::write(&file, "discharge summary attached\n").unwrap();
+    let (good, att) = client(&d, &base, t, &["upload", &conv, file.to_str().unwrap()], "");
+    assert!(good, "{att}");
+    let (good, history) = client(&d, &base, t, &["history", &conv], "");
+    assert!(good, "{history}");
+    let h: Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(h["events"][1]["message"]["body"], "from a script\n");
+    assert_eq!(h["events"][1]["message"]["priority"], "urgent");
+    let (good, out) = client(&d, &base, t, &["send", &conv, " "], "");
+    assert!(!good && out.contains("body_empty"), "bad input is a clear error: {out}");
+    let (good, out) = client(&d, &base, None, &["conversations"], "");
+    assert!(!good && out.contains("HAVEN_TOKEN"), "{out}");
     server.kill().unwrap();
     server.wait().unwrap();
     let _ = std::fs::remove_dir_all(&d);
