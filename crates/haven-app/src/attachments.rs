@@ -97,7 +97,7 @@ impl App {
             Some(msg) => {
                 let stored = self.store.message(org, a.conversation_id, msg).await?;
                 let live = stored.data_key.is_some() && stored.expires_at.is_none_or(|t| t > self.now());
-                live && stored.seq >= m.joined_seq && stored.seq <= m.visible_until()
+                live && m.can_see(stored.seq)
             }
         };
         let wrapped = a.data_key.as_ref().filter(|_| visible).ok_or(AppError::NotFound)?;

@@ -627,7 +627,7 @@ impl App {
     ) -> AppResult<Vec<MessageVersion>> {
         let m = self.member(p, conv).await?;
         let stored = self.store.message(p.org(), conv, msg).await?;
-        if stored.seq < m.joined_seq || stored.seq > m.visible_until() {
+        if !m.can_see(stored.seq) {
             return Err(AppError::NotFound);
         }
         if stored.expires_at.is_some_and(|t| t <= self.now()) {
@@ -726,7 +726,7 @@ impl App {
     ) -> AppResult<MessageReceipts> {
         let m = self.member(p, conv).await?;
         let stored = self.store.message(p.org(), conv, msg).await?;
-        if stored.seq < m.joined_seq || stored.seq > m.visible_until() {
+        if !m.can_see(stored.seq) {
             return Err(AppError::NotFound);
         }
         let mut out =

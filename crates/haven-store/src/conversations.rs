@@ -91,6 +91,11 @@ impl Membership {
     pub fn visible_until(&self) -> i64 {
         self.left_seq.unwrap_or(self.conversation.last_seq)
     }
+
+    /// Whether the event at `seq` falls in what this member may see.
+    pub fn can_see(&self, seq: i64) -> bool {
+        (self.joined_seq..=self.visible_until()).contains(&seq)
+    }
 }
 
 /// A row of a user's conversation list.
@@ -647,19 +652,8 @@ impl Store {
         conv: ConversationId,
         msg: MessageId,
     ) -> StoreResult<StoredMessage> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages msg
-             LEFT JOIN message_versions v ON v.message_id = msg.id AND v.version = msg.version
-             WHERE msg.id = $1 AND msg.conversation_id = $2 AND msg.org_id = $3"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(msg.to_string())
-            .bind(conv.to_string())
-            .bind(org.to_string())
-            .fetch_optional(&self.read)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        message_row(&row)
+        let mut conn = self.read.acquire().await?;
+        crate::messages::message_in(&mut conn, org, conv, msg).await
     }
 }
 

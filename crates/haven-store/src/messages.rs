@@ -202,7 +202,7 @@ fn attachment_row(row: &AnyRow) -> StoreResult<StoredAttachment> {
     })
 }
 
-async fn message_in(
+pub(crate) async fn message_in(
     c: &mut AnyConnection,
     org: OrgId,
     conv: ConversationId,

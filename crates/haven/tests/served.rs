@@ -54,16 +54,21 @@ fn serve(d: &std::path::Path) -> (Child, String) {
     }
 }
 
+/// Sends a request (with a JSON body when given) and reads the JSON answer.
+async fn call(http: &reqwest::Client, url: String, token: Option<&str>, body: Option<Value>) -> Value {
+    let mut r = match &body {
+        Some(b) => http.post(url).json(b),
+        None => http.get(url),
+    };
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.unwrap().json().await.unwrap()
+}
+
 async fn login(http: &reqwest::Client, base: &str, user: &str) -> String {
-    let r: Value = http
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"username": user, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"username": user, "password": PASSWORD});
+    let r = call(http, format!("{base}/api/v1/auth/login"), None, Some(body)).await;
     assert_eq!(r["state"], "active", "{r}");
     r["token"].as_str().unwrap().to_owned()
 }
@@ -80,27 +85,11 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_message() {
     let (mut server, base) = serve(&d);
     let http = reqwest::Client::new();
     let alice = login(&http, &base, "alice").await;
-    let users: Value = http
-        .get(format!("{base}/api/v1/users"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let users = call(&http, format!("{base}/api/v1/users"), Some(&alice), None).await;
     let bob_id =
         users["users"].as_array().unwrap().iter().find(|u| u["username"] == "bob").unwrap()["id"].clone();
-    let conv: Value = http
-        .post(format!("{base}/api/v1/conversations"))
-        .bearer_auth(&alice)
-        .json(&json!({"kind": "direct", "members": [bob_id]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"kind": "direct", "members": [bob_id]});
+    let conv = call(&http, format!("{base}/api/v1/conversations"), Some(&alice), Some(body)).await;
     let conv = conv["id"].as_str().unwrap().to_owned();
 
     // Four senders send until the server dies; each remembers what was acknowledged.
@@ -145,15 +134,8 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_message() {
     let mut bodies = Vec::new();
     let mut after = 0;
     loop {
-        let page: Value = http
-            .get(format!("{base}/api/v1/conversations/{conv}/events?after={after}&limit=200"))
-            .bearer_auth(&alice)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = format!("{base}/api/v1/conversations/{conv}/events?after={after}&limit=200");
+        let page = call(&http, url, Some(&alice), None).await;
         let events = page["events"].as_array().unwrap();
         if events.is_empty() {
             break;
