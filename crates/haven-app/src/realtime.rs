@@ -3,9 +3,10 @@
 //! whose queue is full is dropped from the hub (its connection closes and the client resumes
 //! from its last positions), so one slow client never stalls delivery to the others.
 //!
-//! [`LocalBus`] delivers in-process (one node). A bus between nodes (NATS) would carry only
-//! ids, never content: each node reads the event from the shared database and renders it
-//! itself, so no PHI crosses the broker. Events carry their conversation sequence number, and
+//! [`LocalBus`] delivers in-process (one node). A bus between nodes (NATS) carries only ids,
+//! never content: it turns each `Outbound::Event` into an `Outbound::Hint` (conversation and
+//! sequence number) for the other nodes, whose sockets read the event from the shared database,
+//! so no PHI crosses the broker. Receipts and session ends are ids already. Events carry their conversation sequence number, and
 //! each socket delivers in sequence order, filling any gap from the database, so delivery order
 //! never depends on the bus.
 
@@ -26,6 +27,14 @@ pub enum Outbound {
         seq: i64,
         /// The frame, shared by every recipient.
         json: Arc<str>,
+    },
+    /// An event exists at `seq` but arrives without its frame (from another node: a bus
+    /// between nodes carries ids, never content); the socket reads it from the database.
+    Hint {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The sequence number committed.
+        seq: i64,
     },
     /// A frame outside the sequence (receipts).
     Notice {

@@ -174,6 +174,11 @@ async fn session(
                 Some(Outbound::Notice { json }) => {
                     if ws.send(text(&json)).await.is_err() { return End::ClientGone; }
                 }
+                Some(Outbound::Hint { conversation, seq }) => {
+                    if cursor.fill(app, p, ws, conversation, seq).await.is_err() {
+                        return End::ClientGone;
+                    }
+                }
                 Some(Outbound::Event { conversation, seq, json }) => {
                     let last = *cursor.last.get(&conversation).unwrap_or(&0);
                     if seq <= last {
