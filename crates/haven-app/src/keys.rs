@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use haven_crypto::envelope::{self, MasterKeyring, WrappedKey};
+use haven_crypto::envelope::{self, KeyProvider, MasterKeyring, WrappedKey};
 use haven_crypto::seal::{MasterKey, SealingKey};
 use haven_crypto::{CryptoError, Secret};
 use haven_domain::audit::{AuditAction, AuditAgent, AuditOutcome};
@@ -17,7 +17,7 @@ use haven_store::{SealedTotp, StoreError, StoredOrgKey};
 use crate::{App, AppError, AppResult};
 
 /// Re-reads the master keys (the key file may have gained a version since start).
-pub type KeyReload = Arc<dyn Fn() -> Option<Vec<(u32, MasterKey)>> + Send + Sync>;
+pub type KeyReload = Arc<dyn KeyProvider>;
 
 /// The keyring and the TOTP sealing keys (current first) of a set of master keys.
 pub(crate) fn derive(masters: &[(u32, MasterKey)]) -> (MasterKeyring, Vec<SealingKey>) {
@@ -53,7 +53,10 @@ impl App {
     /// Re-reads the master keys through the reload hook; true if the keyring changed.
     pub(crate) fn reload_keys(&self) -> bool {
         let Some(reload) = &self.key_reload else { return false };
-        let Some(masters) = reload().filter(|m| !m.is_empty()) else { return false };
+        let Ok(masters) = reload.master_keys() else { return false };
+        if masters.is_empty() {
+            return false;
+        }
         let (ring, totp) = derive(&masters);
         let changed = ring.current_version() != self.keyring.read().expect("keyring").current_version();
         *self.keyring.write().expect("keyring") = ring;

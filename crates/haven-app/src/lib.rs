@@ -257,9 +257,9 @@ impl App {
         })
     }
 
-    /// Lets the application re-read the master keys when it meets a version it has not
-    /// loaded (a rotation by another process).
-    pub fn with_key_reload(mut self, reload: keys::KeyReload) -> Self {
+    /// Lets the application ask its key provider again when it meets a master-key version it
+    /// has not loaded (a rotation by another process).
+    pub fn with_key_provider(mut self, reload: keys::KeyReload) -> Self {
         self.key_reload = Some(reload);
         self
     }

@@ -36,10 +36,12 @@ impl MasterKeyring {
     }
 }
 
-/// Where master keys come from: a key file or the environment today, a KMS later.
+/// Where master keys come from: a key file or the environment today, a KMS later. Asked at
+/// start and again whenever a key version is met that is not loaded (after a rotation by
+/// another process).
 pub trait KeyProvider: Send + Sync {
-    /// The keyring to use.
-    fn keyring(&self) -> Result<MasterKeyring, CryptoError>;
+    /// Every master key by version; the highest version is current.
+    fn master_keys(&self) -> Result<Vec<(u32, MasterKey)>, CryptoError>;
 }
 
 /// A 256-bit content or organisation key.

@@ -335,3 +335,60 @@ both_backends!(concurrent_sends_get_gap_free_sequence_numbers, |b: Backend| asyn
     ids.dedup();
     assert_eq!(ids.len(), 40, "both sends of a key answered with the same message");
 });
+
+both_backends!(
+    an_audit_search_by_patient_returns_exactly_the_accesses_to_that_patient,
+    |b: Backend| async move {
+        let s = TestServer::start(b).await;
+        let o = org(&s, "Riverside").await;
+        let (_, a) = signed_in(&s, o, "alice", Role::Clinician).await;
+        let (bob_u, bob) = signed_in(&s, o, "bob", Role::Nurse).await;
+        let (_, officer) = signed_in(&s, o, "olga", Role::ComplianceOfficer).await;
+        let mut ids = Vec::new();
+        for (mrn, name) in [("MRN-1", "Rosa Diaz"), ("MRN-2", "Ali Khan")] {
+            let (_, p) = s
+                .post(
+                    "/api/v1/patients",
+                    Some(&a),
+                    json!({"mrn": mrn, "name": name, "date_of_birth": "1970-01-01"}),
+                )
+                .await;
+            ids.push(p["id"].as_str().unwrap().to_owned());
+        }
+        let (_, c) = s
+            .post(
+                "/api/v1/conversations",
+                Some(&a),
+                json!({"kind": "patient", "patient_id": ids[0], "members": [bob_u.id]}),
+            )
+            .await;
+        let conv = c["id"].as_str().unwrap();
+        send(&s, &a, conv, "k1", json!({"body": "about Rosa"})).await;
+        s.post(&format!("/api/v1/conversations/{conv}/receipts"), Some(&bob), json!({"read_seq": 2})).await;
+        history(&s, &bob, conv).await;
+        s.get(&format!("/api/v1/patients/{}", ids[1]), Some(&a)).await;
+        // Ground truth: every entry that names patient 0.
+        let all = s.app.store().recent_audit(o, 1000).await.unwrap();
+        let expected: Vec<i64> = all
+            .iter()
+            .filter(|e| e.record.entities.iter().any(|x| x.kind == "patient" && x.id == ids[0]))
+            .map(|e| e.seq)
+            .collect();
+        let (st, found) =
+            s.get(&format!("/api/v1/audit/events?patient={}&limit=200", ids[0]), Some(&officer)).await;
+        assert_eq!(st, 200, "{found}");
+        let got: Vec<i64> =
+            found["events"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+        assert_eq!(got, expected);
+        let subtypes: Vec<&str> =
+            all.iter().filter(|e| expected.contains(&e.seq)).map(|e| e.record.subtype.as_str()).collect();
+        for wanted in
+            ["patient-create", "conversation-create", "message-send", "message-read", "history-read"]
+        {
+            assert!(subtypes.contains(&wanted), "{wanted} missing from {subtypes:?}");
+        }
+        let (st, _) = s.get(&format!("/api/v1/audit/events?patient={}", ids[0]), Some(&bob)).await;
+        assert_eq!(st, 404, "clinicians cannot search the audit trail");
+        s.stop().await;
+    }
+);

@@ -160,7 +160,16 @@ both_backends!(live_delivery_receipts_and_exact_resume, |b: Backend| async move 
     };
     assert_eq!(closed["closed"], 4001);
     assert_eq!(connect_with(&s, &bob, None).await.err(), Some(401), "and the token no longer opens one");
-    drop(a_ws);
+    // Deactivating a user closes their sockets at once.
+    let alice_id = s.app.authenticate(&alice, &haven_app::RequestMeta::default()).await.unwrap().user.id;
+    s.app.deactivate_user(&Actor::Operator, o, alice_id).await.unwrap();
+    let closed = loop {
+        let f = next(&mut a_ws).await;
+        if f.get("closed").is_some() {
+            break f;
+        }
+    };
+    assert_eq!(closed["closed"], 4001);
     s.stop().await;
 });
 

@@ -64,9 +64,13 @@ both_backends!(rotation_rewraps_everything_and_retires_nothing_readable, |b: Bac
 
     // A server started before the rotation, with only version 1 loaded, re-reads its key
     // source when it meets version 2, and keeps serving.
-    let running = app_with(&s, &[1]).await.with_key_reload(Arc::new(|| {
-        Some(vec![(1, MasterKey::from_bytes([7; 32])), (2, MasterKey::from_bytes([2; 32]))])
-    }));
+    struct Rotated;
+    impl haven_crypto::envelope::KeyProvider for Rotated {
+        fn master_keys(&self) -> Result<Vec<(u32, MasterKey)>, haven_crypto::CryptoError> {
+            Ok(vec![(1, MasterKey::from_bytes([7; 32])), (2, MasterKey::from_bytes([2; 32]))])
+        }
+    }
+    let running = app_with(&s, &[1]).await.with_key_provider(Arc::new(Rotated));
     let p = running.authenticate(&a, &RequestMeta::default()).await.unwrap();
     assert!(running.events(&p, conv, haven_app::messaging::EventRange::After(0), 10).await.is_ok());
 

@@ -159,15 +159,24 @@ impl From<&Conf> for KeySource {
 }
 
 impl KeySource {
-    /// The master keys as they are now; `None` if they cannot be read (the server keeps the
-    /// ones it has).
-    pub fn reload(&self, data_dir: &Path) -> Option<Vec<(u32, MasterKey)>> {
-        let text = match &self.inline {
-            Some(t) => t.clone(),
-            None => std::fs::read_to_string(self.file.clone().unwrap_or_else(|| data_dir.join("master.key")))
-                .ok()?,
+    /// Binds the source to the data directory (where the default key file is).
+    pub fn in_dir(mut self, data_dir: &Path) -> Self {
+        self.file.get_or_insert_with(|| data_dir.join("master.key"));
+        self
+    }
+}
+
+impl haven_crypto::envelope::KeyProvider for KeySource {
+    /// The master keys as they are now (an error keeps the ones the server has).
+    fn master_keys(&self) -> Result<Vec<(u32, MasterKey)>, haven_crypto::CryptoError> {
+        let text = match (&self.inline, &self.file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(f)) => {
+                std::fs::read_to_string(f).map_err(|_| haven_crypto::CryptoError::OpenFailed)?
+            }
+            (None, None) => return Err(haven_crypto::CryptoError::OpenFailed),
         };
-        parse_masters(&text, "master keys").ok()
+        parse_masters(&text, "master keys").map_err(|_| haven_crypto::CryptoError::OpenFailed)
     }
 }
 

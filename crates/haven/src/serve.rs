@@ -46,8 +46,7 @@ pub async fn open_app(conf: &Conf, data_dir: &Path) -> anyhow::Result<App> {
         .with_context(|| format!("cannot create the blob directory under {}", data_dir.display()))?;
     let app = App::new(store, keys, Arc::new(blobs), settings, Arc::new(SystemClock), entropy)?;
     // Another process (`haven keys rotate`) may add a master-key version while this one runs.
-    let (conf_keys, dir) = (crate::keys::KeySource::from(conf), data_dir.to_path_buf());
-    Ok(app.with_key_reload(Arc::new(move || conf_keys.reload(&dir))))
+    Ok(app.with_key_provider(Arc::new(crate::keys::KeySource::from(conf).in_dir(data_dir))))
 }
 
 /// `haven migrate`.
