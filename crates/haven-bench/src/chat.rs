@@ -1,0 +1,257 @@
+//! Scenario `chat`: U users, R group conversations of K members, every user on a WebSocket for
+//! the whole run; S senders per conversation post N messages in all, closed-loop (each sender
+//! sends its next message when the previous one is acknowledged) or open-loop at a fixed
+//! rate. Measures accepted messages per second, send latency, and end-to-end delivery latency
+//! (send start to arrival on each other member's socket).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Parameters of a run.
+#[derive(Debug, Clone)]
+pub struct ChatParams {
+    /// Conversations.
+    pub conversations: usize,
+    /// Members per conversation.
+    pub members: usize,
+    /// Senders per conversation.
+    pub senders: usize,
+    /// Messages in all.
+    pub messages: usize,
+    /// Open loop: messages per second in all (closed loop when absent).
+    pub rate: Option<f64>,
+}
+
+/// What a run measured. Latencies in microseconds.
+#[derive(Debug, Clone, Default)]
+pub struct ChatResult {
+    /// Messages accepted (2xx).
+    pub accepted: usize,
+    /// Sends refused or failed.
+    pub failed: usize,
+    /// Wall time of the sending phase, seconds.
+    pub seconds: f64,
+    /// Send latencies.
+    pub send_us: Vec<u64>,
+    /// Delivery latencies (one per recipient).
+    pub delivery_us: Vec<u64>,
+    /// Deliveries expected but not seen at the end.
+    pub missing: usize,
+}
+
+/// Arrivals: (idempotency key, recipient index) -> arrival time.
+type Arrivals = Arc<Mutex<HashMap<(String, usize), Instant>>>;
+
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: &Value,
+) -> anyhow::Result<Value> {
+    let mut r = http.post(url).json(body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let resp = r.send().await?;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{status}: {v}");
+    }
+    Ok(v)
+}
+
+/// Signs every user in; returns (user id, token) per user.
+pub async fn sign_in(
+    http: &reqwest::Client,
+    base: &str,
+    names: &[String],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for n in names {
+        let body = json!({"username": n, "password": crate::server::PASSWORD});
+        let v = post(http, format!("{base}/api/v1/auth/login"), None, &body).await?;
+        let token = v["token"].as_str().context("no token")?.to_owned();
+        let me: Value =
+            http.get(format!("{base}/api/v1/me")).bearer_auth(&token).send().await?.json().await?;
+        out.push((me["id"].as_str().context("no id in /me")?.to_owned(), token));
+    }
+    Ok(out)
+}
+
+/// Opens a socket for `token` and resumes with no backfill; frames go to `on_event`.
+pub async fn open_socket(
+    base: &str,
+    token: &str,
+    on_event: impl Fn(&Value) + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut req = format!("{}/api/v1/ws", base.replace("http://", "ws://")).into_client_request()?;
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    ws.send(Message::text(json!({"op": "resume", "positions": {}, "backfill": false}).to_string())).await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("\"ready\"") => break,
+            Some(Ok(_)) => continue,
+            _ => bail!("the socket closed before ready"),
+        }
+    }
+    Ok(tokio::spawn(async move {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Text(t) = msg
+                && let Ok(v) = serde_json::from_str::<Value>(&t)
+                && v["op"] == "event"
+            {
+                on_event(&v["event"]);
+            }
+        }
+    }))
+}
+
+/// Runs the scenario against `base` with signed-in `users` (id, token).
+pub async fn run(
+    base: &str,
+    users: &[(String, String)],
+    p: &ChatParams,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<ChatResult> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    // Membership: conversation r has users (r*K + j) mod U.
+    let members: Vec<Vec<usize>> = (0..p.conversations)
+        .map(|r| (0..p.members).map(|j| (r * p.members + j) % users.len()).collect())
+        .collect();
+    let mut convs = Vec::new();
+    for m in &members {
+        let others: Vec<&str> = m[1..].iter().map(|&u| users[u].0.as_str()).collect();
+        let body = json!({"kind": "group", "members": others});
+        let v = post(&http, format!("{base}/api/v1/conversations"), Some(&users[m[0]].1), &body).await?;
+        convs.push(v["id"].as_str().context("no conversation id")?.to_owned());
+    }
+    let starts: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let arrivals: Arrivals = Arc::default();
+    let mut sockets = Vec::new();
+    for (i, (_, token)) in users.iter().enumerate() {
+        let arrivals = arrivals.clone();
+        sockets.push(
+            open_socket(base, token, move |ev| {
+                if ev["type"] == "message"
+                    && let Some(body) = ev["message"]["body"].as_str()
+                {
+                    arrivals
+                        .lock()
+                        .expect("arrivals")
+                        .entry((body.to_owned(), i))
+                        .or_insert_with(Instant::now);
+                }
+            })
+            .await?,
+        );
+    }
+    // Senders: the first S members of each conversation; messages split evenly.
+    let total_senders = p.conversations * p.senders;
+    let per_sender = p.messages.div_ceil(total_senders);
+    let interval = p.rate.map(|r| Duration::from_secs_f64(total_senders as f64 / r));
+    let result = Arc::new(Mutex::new(ChatResult::default()));
+    let began = Instant::now();
+    let mut tasks = Vec::new();
+    let mut remaining = p.messages;
+    for (c, conv) in convs.iter().enumerate() {
+        for s in 0..p.senders {
+            let n = per_sender.min(remaining);
+            remaining -= n;
+            let (http, base, conv) = (http.clone(), base.to_owned(), conv.clone());
+            let token = users[members[c][s]].1.clone();
+            let (starts, result, progress) = (starts.clone(), result.clone(), progress.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tick = interval.map(tokio::time::interval);
+                for i in 0..n {
+                    if let Some(t) = tick.as_mut() {
+                        t.tick().await;
+                    }
+                    let key = format!("c{c}s{s}m{i}");
+                    let t0 = Instant::now();
+                    starts.lock().expect("starts").insert(key.clone(), t0);
+                    let body = json!({"idempotency_key": key, "body": key});
+                    let ok = post(
+                        &http,
+                        format!("{base}/api/v1/conversations/{conv}/messages"),
+                        Some(&token),
+                        &body,
+                    )
+                    .await;
+                    let us = t0.elapsed().as_micros() as u64;
+                    let mut r = result.lock().expect("result");
+                    match ok {
+                        Ok(_) => {
+                            r.accepted += 1;
+                            r.send_us.push(us);
+                        }
+                        Err(_) => r.failed += 1,
+                    }
+                    progress.inc(1);
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    // Let the last deliveries arrive.
+    let expected: usize = {
+        let r = result.lock().expect("result");
+        // Every member's socket receives each message, the sender's own included.
+        r.accepted * p.members
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while arrivals.lock().expect("arrivals").len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in sockets {
+        s.abort();
+    }
+    let mut r = Arc::try_unwrap(result)
+        .map_err(|_| anyhow::anyhow!("senders still running"))?
+        .into_inner()
+        .expect("result");
+    r.seconds = seconds;
+    let starts = starts.lock().expect("starts");
+    let arrivals = arrivals.lock().expect("arrivals");
+    for (c, m) in members.iter().enumerate() {
+        for s in 0..p.senders {
+            for i in 0..per_sender {
+                let key = format!("c{c}s{s}m{i}");
+                let Some(t0) = starts.get(&key) else { continue };
+                for &u in m.iter().filter(|&&u| u != m[s]) {
+                    match arrivals.get(&(key.clone(), u)) {
+                        Some(t) => r.delivery_us.push(t.duration_since(*t0).as_micros() as u64),
+                        None => {
+                            if std::env::var_os("HAVEN_BENCH_DEBUG").is_some() {
+                                eprintln!("missing {key} for user {u}");
+                            }
+                            r.missing += 1
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// The p-th percentile (0..=100) of `v`, which gets sorted.
+pub fn percentile(v: &mut [u64], p: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    let idx = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[idx.min(v.len() - 1)]
+}

@@ -1,0 +1,135 @@
+//! The server under test: a `haven serve` the tool starts on a fresh data directory (SQLite, or
+//! a PostgreSQL URL), set up through `haven admin` exactly as an operator would. Its resource
+//! use is read from /proc.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, bail};
+
+/// The password of every benchmark user.
+pub const PASSWORD: &str = "orbit-kettle-plum-5521";
+
+/// A running server.
+pub struct Server {
+    child: Child,
+    /// Its base URL.
+    pub base: String,
+    data_dir: PathBuf,
+    haven: PathBuf,
+    database_url: Option<String>,
+}
+
+impl Server {
+    fn cmd(haven: &Path, data_dir: &Path, database_url: Option<&str>) -> Command {
+        let mut c = Command::new(haven);
+        c.env("HAVEN_DATA_DIR", data_dir).env("HAVEN_LOG_LEVEL", "error");
+        if let Some(u) = database_url {
+            c.env("HAVEN_DATABASE_URL", u);
+        }
+        c
+    }
+
+    fn admin(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
+        let mut c = Self::cmd(&self.haven, &self.data_dir, self.database_url.as_deref());
+        c.arg("admin").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::piped());
+        let mut child = c.spawn().context("running haven admin")?;
+        if let Some(s) = stdin {
+            child.stdin.take().expect("piped").write_all(s.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("haven admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// Starts `haven serve` on a free loopback port.
+    pub fn start(haven: &Path, data_dir: &Path, database_url: Option<String>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let mut child = Self::cmd(haven, data_dir, database_url.as_deref())
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env("HAVEN_MESSAGING_SOCKET_QUEUE", "4096")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", haven.display()))?;
+        let mut reader = BufReader::new(child.stdout.take().expect("piped"));
+        let base = loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                bail!("the server exited before listening");
+            }
+            if let Some(addr) = line.trim().strip_prefix("Haven is listening on ") {
+                break addr.to_owned();
+            }
+        };
+        Ok(Self { child, base, data_dir: data_dir.to_owned(), haven: haven.to_owned(), database_url })
+    }
+
+    /// Creates the organisation (MFA not required: the tool signs in with passwords) and its users.
+    pub fn setup(&self, org: &str, users: usize, progress: &dyn Fn(usize)) -> anyhow::Result<Vec<String>> {
+        self.admin(&["create-org", "--name", org], None)?;
+        self.admin(&["policy", "--org", org, "--mfa-required", "false"], None)?;
+        let mut names = Vec::new();
+        for i in 0..users {
+            let name = format!("bench.{i:05}");
+            let pw = format!("{PASSWORD}\n");
+            self.admin(
+                &[
+                    "create-user",
+                    "--org",
+                    org,
+                    "--username",
+                    &name,
+                    "--display-name",
+                    &name,
+                    "--role",
+                    "clinician",
+                    "--password-stdin",
+                ],
+                Some(&pw),
+            )?;
+            names.push(name);
+            progress(i + 1);
+        }
+        Ok(names)
+    }
+
+    /// Peak resident memory (VmHWM) in KiB and CPU time (user + system) in seconds.
+    pub fn usage(&self) -> (u64, f64) {
+        let pid = self.child.id();
+        let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0);
+        (hwm, cpu_seconds(pid))
+    }
+
+    /// Stops the server (SIGTERM: a clean shutdown).
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}

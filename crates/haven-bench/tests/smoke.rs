@@ -1,0 +1,37 @@
+//! The tool runs end to end against a real server (a small chat run on SQLite): every message
+//! accepted, every delivery seen, and one JSON object with the measurements.
+
+use std::process::Command;
+
+#[test]
+fn a_small_chat_run_reports_json_with_no_missing_deliveries() {
+    let bench = std::path::PathBuf::from(env!("CARGO_BIN_EXE_haven-bench"));
+    let haven = bench.with_file_name("haven");
+    assert!(haven.exists(), "build the haven binary first (cargo test --workspace does)");
+    let out = Command::new(&bench)
+        .args(["--haven", haven.to_str().unwrap()])
+        .args([
+            "chat",
+            "--users",
+            "5",
+            "--conversations",
+            "2",
+            "--members",
+            "3",
+            "--senders",
+            "2",
+            "--messages",
+            "60",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(json["scenario"], "chat");
+    assert_eq!(json["results"]["accepted"], 60);
+    assert_eq!(json["results"]["missing"], 0);
+    assert_eq!(json["results"]["deliveries"], 60 * 2);
+    assert!(json["results"]["messages_per_second"].as_f64().unwrap() > 0.0);
+    assert!(json["results"]["server_peak_rss_kib"].as_u64().unwrap() > 0);
+}
