@@ -281,22 +281,23 @@ impl App {
 
     /// One conversation with its members (a patient banner read is audited).
     pub async fn conversation(&self, p: &Principal, conv: ConversationId) -> AppResult<ConversationView> {
-        let m = self.member(p, conv).await?;
-        let page = self.store.conversation_list(p.org(), p.user.id, None, u32::MAX).await?;
-        let row = page.into_iter().find(|r| r.membership.conversation.id == conv);
-        let (unread, newest) = row.map(|r| (r.unread, r.newest_unread_priority)).unwrap_or((0, None));
-        let mut view = self.conversation_view(p.org(), &m, unread, newest).await?;
-        let mut members = Vec::new();
-        for r in self.store.receipts(p.org(), conv).await? {
-            let user = self.store.user(p.org(), r.user_id).await?;
-            members.push(MemberView {
-                user_id: r.user_id,
-                display_name: user.display_name,
+        p.require(Permission::MessagingUse)?;
+        let row = self.store.conversation_row(p.org(), p.user.id, conv).await?;
+        let m = &row.membership;
+        let mut view = self.conversation_view(p.org(), m, row.unread, row.newest_unread_priority).await?;
+        let members = self
+            .store
+            .receipts(p.org(), conv)
+            .await?
+            .into_iter()
+            .map(|r| MemberView {
                 is_member: r.left_seq.is_none(),
+                user_id: r.user_id,
+                display_name: r.display_name,
                 delivered_seq: r.delivered_seq,
                 read_seq: r.read_seq,
-            });
-        }
+            })
+            .collect();
         view.members = Some(members);
         if let Some(pid) = m.conversation.patient_id {
             let rec =
@@ -396,12 +397,8 @@ impl App {
         let rec = self.messaging_record(p, subtype, AuditAction::U, conv).entity("user", user);
         let (ev, recipients) =
             self.store.remove_member(p.org(), conv, p.user.id, user, self.now(), &rec).await?;
-        let view = self.publish_events(p.org(), &[ev], &recipients).await?.remove(0);
-        if user != p.user.id {
-            // The removed member's open sockets learn from the event; their next reads stop at it.
-            tracing::debug!(conversation = %conv, "member removed");
-        }
-        Ok(view)
+        // The removed member is among the recipients: their sockets learn from the event.
+        Ok(self.publish_events(p.org(), &[ev], &recipients).await?.remove(0))
     }
 
     /// Sends a message. Returns the event and whether it was stored now (false: the

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod file_name;
 mod middleware;
 pub mod openapi;
 mod routes;

@@ -133,6 +133,8 @@ pub struct StoredEvent {
 pub struct MemberReceipt {
     /// The member.
     pub user_id: UserId,
+    /// Their display name.
+    pub display_name: String,
     /// First visible sequence number.
     pub joined_seq: i64,
     /// Last visible sequence number if no longer a member.
@@ -398,6 +400,28 @@ impl Store {
         before: Option<(Timestamp, ConversationId)>,
         limit: u32,
     ) -> StoreResult<Vec<ConversationListRow>> {
+        self.list_rows(org, user, None, before, limit).await
+    }
+
+    /// One conversation of a user's list (with its unread count); NotFound unless they are or
+    /// were a member.
+    pub async fn conversation_row(
+        &self,
+        org: OrgId,
+        user: UserId,
+        conv: ConversationId,
+    ) -> StoreResult<ConversationListRow> {
+        self.list_rows(org, user, Some(conv), None, 1).await?.pop().ok_or(StoreError::NotFound)
+    }
+
+    async fn list_rows(
+        &self,
+        org: OrgId,
+        user: UserId,
+        only: Option<ConversationId>,
+        before: Option<(Timestamp, ConversationId)>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConversationListRow>> {
         let visible = "COALESCE(m.left_seq, c.last_seq)";
         let sql = format!(
             "SELECT {CONV_COLUMNS}, {MEMBER_COLUMNS},
@@ -410,6 +434,7 @@ impl Store {
              FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id
              WHERE m.user_id = $1 AND m.org_id = $2
                AND ($3 IS NULL OR c.last_activity_at < $3 OR (c.last_activity_at = $3 AND c.id < $4))
+               AND ($6 = '' OR c.id = $6)
              ORDER BY c.last_activity_at DESC, c.id DESC LIMIT $5"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -418,6 +443,7 @@ impl Store {
             .bind(before.map(|(t, _)| ms(t)))
             .bind(before.map(|(_, id)| id.to_string()).unwrap_or_default())
             .bind(i64::from(limit))
+            .bind(only.map(|c| c.to_string()).unwrap_or_default())
             .fetch_all(&self.read)
             .await?;
         rows.iter()
@@ -555,8 +581,9 @@ impl Store {
     /// Every member's receipt positions (current and former members).
     pub async fn receipts(&self, org: OrgId, conv: ConversationId) -> StoreResult<Vec<MemberReceipt>> {
         let rows = sqlx::query(
-            "SELECT user_id, joined_seq, left_seq, delivered_seq, read_seq FROM conversation_members
-             WHERE conversation_id = $1 AND org_id = $2 ORDER BY user_id",
+            "SELECT m.user_id, u.display_name, m.joined_seq, m.left_seq, m.delivered_seq, m.read_seq
+             FROM conversation_members m JOIN users u ON u.id = m.user_id
+             WHERE m.conversation_id = $1 AND m.org_id = $2 ORDER BY m.user_id",
         )
         .bind(conv.to_string())
         .bind(org.to_string())
@@ -566,6 +593,7 @@ impl Store {
             .map(|r| {
                 Ok(MemberReceipt {
                     user_id: id(&get::<String>(r, "user_id")?)?,
+                    display_name: get(r, "display_name")?,
                     joined_seq: get(r, "joined_seq")?,
                     left_seq: get(r, "left_seq")?,
                     delivered_seq: get(r, "delivered_seq")?,

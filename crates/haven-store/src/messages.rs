@@ -5,8 +5,8 @@ use haven_domain::audit::AuditRecord;
 use haven_domain::messaging::{ContentType, EventKind, Priority};
 use haven_domain::{AttachmentId, ConversationId, MessageId, OrgId, UserId};
 use jiff::Timestamp;
+use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Connection};
 
 use crate::conversations::{
     EventInsert, StoredEvent, current_members, insert_event, next_seq, require_current_member,
@@ -519,36 +519,6 @@ impl Store {
             q = q.bind(m.to_string());
         }
         q.fetch_all(&self.read).await?.iter().map(attachment_row).collect()
-    }
-
-    /// Attachments uploaded more than `older_than` ago and never sent, with keys still held
-    /// (to purge abandoned uploads).
-    pub async fn abandoned_attachments(
-        &self,
-        before: Timestamp,
-        limit: u32,
-    ) -> StoreResult<Vec<AttachmentId>> {
-        let rows = sqlx::query(
-            "SELECT id FROM attachments WHERE message_id IS NULL AND data_key IS NOT NULL AND created_at < $1
-             ORDER BY created_at LIMIT $2",
-        )
-        .bind(ms(before))
-        .bind(i64::from(limit))
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter().map(|r| id(&get::<String>(r, "id")?)).collect()
-    }
-
-    /// Destroys an unsent attachment's key.
-    pub async fn shred_attachment(&self, a: AttachmentId) -> StoreResult<()> {
-        let mut conn = self.write.acquire().await?;
-        let mut tx = conn.begin().await?;
-        sqlx::query("UPDATE attachments SET data_key = NULL WHERE id = $1 AND message_id IS NULL")
-            .bind(a.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
     }
 }
 

@@ -173,18 +173,6 @@ fn print(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b".-_".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// Runs a client command.
 pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
     let mut builder =
@@ -293,7 +281,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
             let name = file.file_name().and_then(|n| n.to_str()).context("the file needs a name")?;
             let req = api
                 .req(Method::POST, &format!("/conversations/{conversation}/attachments"))
-                .header("x-file-name", percent_encode(name))
+                .header("x-file-name", haven_http::file_name::encode(name))
                 .body(bytes);
             answer(req.send().await?).await?
         }

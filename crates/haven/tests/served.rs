@@ -41,6 +41,18 @@ fn create_user(d: &std::path::Path, name: &str) {
     assert!(child.wait().unwrap().success());
 }
 
+/// A fresh data directory with an organisation (MFA not required) and users alice and bob,
+/// set up through the CLI.
+fn clinic(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("haven-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    ok(haven(&d).args(["admin", "create-org", "--name", "Crash Clinic"]));
+    ok(haven(&d).args(["admin", "policy", "--org", "Crash Clinic", "--mfa-required", "false"]));
+    create_user(&d, "alice");
+    create_user(&d, "bob");
+    d
+}
+
 #[allow(clippy::zombie_processes, reason = "the caller kills and waits for the child")]
 fn serve(d: &std::path::Path) -> (Child, String) {
     let mut child = haven(d).args(["serve", "--bind", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap();
@@ -75,12 +87,7 @@ async fn login(http: &reqwest::Client, base: &str, user: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_burst_loses_no_acknowledged_message() {
-    let d = std::env::temp_dir().join(format!("haven-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    ok(haven(&d).args(["admin", "create-org", "--name", "Crash Clinic"]));
-    ok(haven(&d).args(["admin", "policy", "--org", "Crash Clinic", "--mfa-required", "false"]));
-    create_user(&d, "alice");
-    create_user(&d, "bob");
+    let d = clinic("crash");
 
     let (mut server, base) = serve(&d);
     let http = reqwest::Client::new();
@@ -199,12 +206,7 @@ fn client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_subcommands_drive_the_api() {
-    let d = std::env::temp_dir().join(format!("haven-client-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    ok(haven(&d).args(["admin", "create-org", "--name", "Crash Clinic"]));
-    ok(haven(&d).args(["admin", "policy", "--org", "Crash Clinic", "--mfa-required", "false"]));
-    create_user(&d, "alice");
-    create_user(&d, "bob");
+    let d = clinic("client");
     let (mut server, base) = serve(&d);
 
     let (good, out) = client(&d, &base, None, &["login", "--username", "alice"], "wrong password\n");

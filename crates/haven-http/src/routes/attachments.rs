@@ -23,24 +23,7 @@ fn file_name(headers: &HeaderMap) -> Result<String, haven_app::AppError> {
         ))
     };
     let raw = headers.get("x-file-name").and_then(|v| v.to_str().ok()).ok_or_else(bad)?;
-    percent_decode(raw).ok_or_else(bad)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    crate::file_name::decode(raw).ok_or_else(bad)
 }
 
 /// POST /api/v1/conversations/{id}/attachments — upload a file (send it by naming its id in a
@@ -92,17 +75,7 @@ pub(crate) async fn download(
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || ".-_ ".contains(c) { c } else { '_' })
         .collect();
-    let encoded: String = d
-        .name
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b".-_".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let encoded = crate::file_name::encode(&d.name);
     let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}");
     let mut resp = d.bytes.into_response();
     let h = resp.headers_mut();
@@ -117,14 +90,4 @@ pub(crate) async fn download(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     Ok(resp)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn file_names_are_percent_decoded() {
-        assert_eq!(super::percent_decode("lab%20result%C3%A9.pdf").as_deref(), Some("lab resulté.pdf"));
-        assert_eq!(super::percent_decode("bad%zz"), None);
-        assert_eq!(super::percent_decode("%FF"), None);
-    }
 }

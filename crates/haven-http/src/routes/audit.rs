@@ -163,15 +163,7 @@ pub(crate) async fn search(
     Auth(p): Auth,
     ApiQuery(q): ApiQuery<SearchParams>,
 ) -> ApiResult<Json<AuditEventList>> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(haven_app::AppError::Invalid(haven_domain::ValidationError::new(
-            "limit",
-            "out_of_range",
-            "limit must be between 1 and 500",
-        ))
-        .into());
-    }
+    let limit = super::page_limit(q.limit, 100, 500)?;
     let search = AuditSearch {
         user: q.user,
         patient: q.patient,

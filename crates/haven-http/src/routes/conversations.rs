@@ -125,20 +125,6 @@ pub struct VersionList {
     pub versions: Vec<MessageVersion>,
 }
 
-fn limit(v: Option<u32>, max: u32) -> ApiResult<u32> {
-    let l = v.unwrap_or(50);
-    if (1..=max).contains(&l) {
-        Ok(l)
-    } else {
-        Err(haven_app::AppError::Invalid(ValidationError::new(
-            "limit",
-            "out_of_range",
-            format!("limit must be between 1 and {max}"),
-        ))
-        .into())
-    }
-}
-
 fn bad_cursor() -> haven_app::AppError {
     ValidationError::new(
         "before",
@@ -182,7 +168,7 @@ pub(crate) async fn list(
     Auth(p): Auth,
     ApiQuery(q): ApiQuery<ConversationParams>,
 ) -> ApiResult<Json<ConversationPage>> {
-    let limit = limit(q.limit, 100)?;
+    let limit = super::page_limit(q.limit, 50, 100)?;
     let before = q.before.as_deref().map(parse_cursor).transpose()?;
     let (conversations, next) = state.app.conversations(&p, before, limit).await?;
     let next_before = next.map(|(t, id)| format!("{}.{id}", t.as_millisecond()));
@@ -277,7 +263,7 @@ pub(crate) async fn events(
     ApiPath(id): ApiPath<ConversationId>,
     ApiQuery(q): ApiQuery<EventParams>,
 ) -> ApiResult<Json<EventPage>> {
-    let limit = limit(q.limit, 200)?;
+    let limit = super::page_limit(q.limit, 50, 200)?;
     let range = match (q.after, q.before) {
         (Some(_), Some(_)) => {
             return Err(haven_app::AppError::from(ValidationError::new(

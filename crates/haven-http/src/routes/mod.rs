@@ -16,6 +16,21 @@ use axum::routing::{delete, get, post, put};
 
 use crate::HttpState;
 
+/// A page size from a query: `default` when absent, refused outside 1..=`max`.
+pub(crate) fn page_limit(value: Option<u32>, default: u32, max: u32) -> crate::error::ApiResult<u32> {
+    let limit = value.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(haven_app::AppError::Invalid(haven_domain::ValidationError::new(
+            "limit",
+            "out_of_range",
+            format!("limit must be between 1 and {max}"),
+        ))
+        .into())
+    }
+}
+
 pub(crate) fn routes(attachment_limit: usize) -> Router<HttpState> {
     Router::new()
         .route("/healthz", get(system::healthz))

@@ -113,15 +113,7 @@ pub(crate) async fn list(
     ApiQuery(q): ApiQuery<ListParams>,
 ) -> ApiResult<Json<UserList>> {
     let org = p.org();
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(haven_app::AppError::Invalid(haven_domain::ValidationError::new(
-            "limit",
-            "out_of_range",
-            "limit must be between 1 and 200",
-        ))
-        .into());
-    }
+    let limit = super::page_limit(q.limit, 50, 200)?;
     let page = state.app.users(&actor(p), org, q.after.as_deref(), limit).await?;
     Ok(Json(UserList {
         users: page.users.into_iter().map(Into::into).collect(),
