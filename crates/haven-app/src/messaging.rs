@@ -650,9 +650,7 @@ impl App {
         range: EventRange,
         limit: u32,
     ) -> AppResult<Vec<EventView>> {
-        let m = self.member(p, conv).await?;
-        let events = self.store.events(conv, m.joined_seq, m.visible_until(), range, limit).await?;
-        let views = self.render_events(p.org(), &events).await?;
+        let (m, views) = self.visible_events(p, conv, range, limit).await?;
         if !views.is_empty() {
             let mut rec = self.messaging_record(p, "history-read", AuditAction::R, conv);
             if let Some(pid) = m.conversation.patient_id {
@@ -661,6 +659,32 @@ impl App {
             self.store.record_audit(&rec, self.now()).await?;
         }
         Ok(views)
+    }
+
+    /// Events for a live socket to deliver, when the bus did not bring them in order (a gap,
+    /// or a hint from another node). Not audited, like live delivery itself: the send was
+    /// audited, and reading is audited when the member's read receipt moves.
+    pub async fn events_to_deliver(
+        &self,
+        p: &Principal,
+        conv: ConversationId,
+        range: EventRange,
+        limit: u32,
+    ) -> AppResult<Vec<EventView>> {
+        Ok(self.visible_events(p, conv, range, limit).await?.1)
+    }
+
+    async fn visible_events(
+        &self,
+        p: &Principal,
+        conv: ConversationId,
+        range: EventRange,
+        limit: u32,
+    ) -> AppResult<(Membership, Vec<EventView>)> {
+        let m = self.member(p, conv).await?;
+        let events = self.store.events(conv, m.joined_seq, m.visible_until(), range, limit).await?;
+        let views = self.render_events(p.org(), &events).await?;
+        Ok((m, views))
     }
 
     /// The caller's memberships, for resuming a socket: (conversation, first visible seq,

@@ -81,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         Some(h) => h,
         None => std::env::current_exe()?.with_file_name("haven"),
     };
+    let keep_data = cli.data_dir.is_some();
     let data_dir = cli
         .data_dir
         .unwrap_or_else(|| std::env::temp_dir().join(format!("haven-bench-{}", std::process::id())));
@@ -111,7 +112,9 @@ fn main() -> anyhow::Result<()> {
             bar.finish_and_clear();
             let (peak_rss_kib, cpu_seconds) = server.usage();
             server.stop();
-            let _ = std::fs::remove_dir_all(&data_dir);
+            if !keep_data {
+                let _ = std::fs::remove_dir_all(&data_dir);
+            }
             let mut r = result.context("the chat scenario failed")?;
             let rate_done = r.accepted as f64 / r.seconds.max(1e-9);
             let pct = |v: &mut Vec<u64>| {

@@ -98,51 +98,112 @@ fn hash_from(bytes: Vec<u8>) -> StoreResult<Hash> {
 
 /// Appends `rec` on `conn`, which must be inside the caller's transaction.
 pub(crate) async fn append(conn: &mut AnyConnection, rec: &AuditRecord, now: Timestamp) -> StoreResult<i64> {
-    // The UPDATE takes the head's row lock first, so what is read next is the latest head.
-    let seq: i64 = sqlx::query_scalar("UPDATE audit_head SET size = size + 1 WHERE id = 1 RETURNING size")
-        .fetch_one(&mut *conn)
-        .await?;
-    let head =
-        sqlx::query("SELECT last_time, frontier FROM audit_head WHERE id = 1").fetch_one(&mut *conn).await?;
-    let last_time: i64 = get(&head, "last_time")?;
-    let mut frontier = frontier_from(seq - 1, &get::<Vec<u8>>(&head, "frontier")?)?;
-    let time = ms(now).max(last_time);
-    let entry = serde_json::to_string(&CanonicalRef { seq, time, record: rec })
-        .map_err(|_| StoreError::Corrupt("audit record"))?;
-    let leaf = leaf_hash(entry.as_bytes());
-    frontier.push(leaf);
-    sqlx::query("UPDATE audit_head SET last_time = $1, frontier = $2 WHERE id = 1")
-        .bind(time)
-        .bind(frontier.nodes().concat())
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "INSERT INTO audit_log (seq, org_id, recorded_at, event_type, subtype, outcome, agent_user_id, entry, leaf_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(seq)
-    .bind(rec.org_id.map(|o| o.to_string()))
-    .bind(time)
-    .bind(&rec.event_type)
-    .bind(&rec.subtype)
-    .bind(outcome_name(rec.outcome))
-    .bind(rec.agent.user_id.map(|u| u.to_string()))
-    .bind(entry)
-    .bind(leaf.to_vec())
-    .execute(&mut *conn)
-    .await?;
-    let org = rec.org_id.map(|o| o.to_string());
-    let agent = rec.agent.user_id.map(|u| ("agent".to_owned(), u.to_string()));
-    for (kind, id) in rec.entities.iter().map(|e| (e.kind.clone(), e.id.clone())).chain(agent) {
-        sqlx::query("INSERT INTO audit_index (seq, org_id, kind, ref_id) VALUES ($1, $2, $3, $4)")
-            .bind(seq)
-            .bind(org.clone())
-            .bind(kind)
-            .bind(id)
+    let mut log = Appender::load(conn).await?;
+    let seq = log.append(conn, rec, now).await?;
+    log.finish(conn).await?;
+    Ok(seq)
+}
+
+/// Appends several records in one transaction: the head is read (and, on PostgreSQL, locked)
+/// once, each record is written with its leaf hash, and the head is written once at the end, so
+/// a batch of sends pays for the head twice, not twice per entry.
+pub(crate) struct Appender {
+    size: i64,
+    last_time: i64,
+    frontier: Frontier,
+}
+
+impl Appender {
+    /// Reads the head inside the caller's transaction. The no-op UPDATE takes the head's row
+    /// lock first, so concurrent writers queue here and what is read is the latest head.
+    pub(crate) async fn load(conn: &mut AnyConnection) -> StoreResult<Self> {
+        let head =
+            sqlx::query("UPDATE audit_head SET size = size WHERE id = 1 RETURNING size, last_time, frontier")
+                .fetch_one(&mut *conn)
+                .await?;
+        let size: i64 = get(&head, "size")?;
+        let frontier = frontier_from(size, &get::<Vec<u8>>(&head, "frontier")?)?;
+        Ok(Self { size, last_time: get(&head, "last_time")?, frontier })
+    }
+
+    /// Writes `rec` as the next entry; time never goes backwards in the log.
+    pub(crate) async fn append(
+        &mut self,
+        conn: &mut AnyConnection,
+        rec: &AuditRecord,
+        now: Timestamp,
+    ) -> StoreResult<i64> {
+        self.append_many(conn, &[(rec, now)]).await?;
+        Ok(self.size)
+    }
+
+    /// Writes the records as the next entries, in order, with one insert for the entries and
+    /// one for their search index.
+    pub(crate) async fn append_many(
+        &mut self,
+        conn: &mut AnyConnection,
+        recs: &[(&AuditRecord, Timestamp)],
+    ) -> StoreResult<()> {
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "INSERT INTO audit_log (seq, org_id, recorded_at, event_type, subtype, outcome, agent_user_id, entry, leaf_hash)
+             VALUES {}",
+            crate::send::placeholders(recs.len(), 9, 1)
+        );
+        let mut entries = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut refs: Vec<(i64, Option<String>, String, String)> = Vec::new();
+        for (rec, now) in recs {
+            let seq = self.size + 1;
+            let time = ms(*now).max(self.last_time);
+            let entry = serde_json::to_string(&CanonicalRef { seq, time, record: rec })
+                .map_err(|_| StoreError::Corrupt("audit record"))?;
+            let leaf = leaf_hash(entry.as_bytes());
+            let org = rec.org_id.map(|o| o.to_string());
+            entries = entries
+                .bind(seq)
+                .bind(org.clone())
+                .bind(time)
+                .bind(rec.event_type.clone())
+                .bind(rec.subtype.clone())
+                .bind(outcome_name(rec.outcome))
+                .bind(rec.agent.user_id.map(|u| u.to_string()))
+                .bind(entry)
+                .bind(leaf.to_vec());
+            let agent = rec.agent.user_id.map(|u| ("agent".to_owned(), u.to_string()));
+            for (kind, id) in rec.entities.iter().map(|e| (e.kind.clone(), e.id.clone())).chain(agent) {
+                refs.push((seq, org.clone(), kind, id));
+            }
+            self.size = seq;
+            self.last_time = time;
+            self.frontier.push(leaf);
+        }
+        entries.execute(&mut *conn).await?;
+        if !refs.is_empty() {
+            let sql = format!(
+                "INSERT INTO audit_index (seq, org_id, kind, ref_id) VALUES {}",
+                crate::send::placeholders(refs.len(), 4, 1)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (seq, org, kind, id) in refs {
+                q = q.bind(seq).bind(org).bind(kind).bind(id);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the head back; call once, after the last append, before commit.
+    pub(crate) async fn finish(self, conn: &mut AnyConnection) -> StoreResult<()> {
+        sqlx::query("UPDATE audit_head SET size = $1, last_time = $2, frontier = $3 WHERE id = 1")
+            .bind(self.size)
+            .bind(self.last_time)
+            .bind(self.frontier.nodes().concat())
             .execute(&mut *conn)
             .await?;
+        Ok(())
     }
-    Ok(seq)
 }
 
 /// What to search the audit log for; every field narrows the result.

@@ -9,11 +9,13 @@
 mod audit;
 pub mod blob;
 mod conversations;
+mod group;
 mod identity;
 mod messages;
 mod migrate;
 mod patients;
 mod rows;
+mod send;
 mod sessions;
 mod throttle;
 
@@ -115,6 +117,9 @@ pub struct Store {
     /// All writes go through this pool. On SQLite it has one connection, so write transactions
     /// never contend for the file lock; on PostgreSQL it is the same pool as `read`.
     write: AnyPool,
+    /// SQLite's sends go through group commit; PostgreSQL commits concurrent transactions in
+    /// parallel and needs none.
+    group: Option<group::GroupCommit>,
     backend: Backend,
 }
 
@@ -168,7 +173,8 @@ impl Store {
                 (p.clone(), p)
             }
         };
-        Ok(Self { read, write, backend })
+        let group = (backend == Backend::Sqlite).then(|| group::GroupCommit::start(write.clone()));
+        Ok(Self { read, write, group, backend })
     }
 
     /// Applies pending migrations; returns how many were applied.

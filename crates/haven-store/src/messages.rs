@@ -223,7 +223,7 @@ pub(crate) async fn message_in(
     message_row(&row)
 }
 
-fn message_event(
+pub(crate) fn message_event(
     kind: EventKind,
     seq: i64,
     actor: Option<UserId>,
@@ -246,88 +246,10 @@ impl Store {
     /// own receipt, the attachments claimed, and the audit record, in one transaction. A
     /// repeated idempotency key stores nothing and returns the first message.
     pub async fn send_message(&self, m: &NewMessage, audit_rec: &AuditRecord) -> StoreResult<Sent> {
-        let (org, conv) = (m.org_id, m.conversation_id);
-        let mut tx = self.write.begin().await?;
-        require_current_member(&mut tx, org, conv, m.sender_id).await?;
-        let earlier = sqlx::query(
-            "SELECT id, seq, created_at FROM messages
-             WHERE conversation_id = $1 AND sender_id = $2 AND idempotency_key = $3",
-        )
-        .bind(conv.to_string())
-        .bind(m.sender_id.to_string())
-        .bind(&m.idempotency_key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = earlier {
-            let first = message_in(&mut tx, org, conv, id(&get::<String>(&row, "id")?)?).await?;
-            let (seq, at) = (first.seq, first.created_at);
-            let event = message_event(EventKind::Message, seq, Some(m.sender_id), first, at);
-            return Ok(Sent { event, recipients: Vec::new(), created: false });
+        if let Some(group) = &self.group {
+            return group.send(m, audit_rec).await;
         }
-        for a in &m.attachments {
-            let done = sqlx::query(
-                "UPDATE attachments SET message_id = $1 WHERE id = $2 AND conversation_id = $3
-                 AND org_id = $4 AND uploader_id = $5 AND message_id IS NULL AND data_key IS NOT NULL",
-            )
-            .bind(m.id.to_string())
-            .bind(a.to_string())
-            .bind(conv.to_string())
-            .bind(org.to_string())
-            .bind(m.sender_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-            touched(done).map_err(|_| StoreError::Conflict("attachments"))?;
-        }
-        let seq = next_seq(&mut tx, org, conv, m.now).await?;
-        let ev = EventInsert {
-            org,
-            conv,
-            seq,
-            kind: EventKind::Message,
-            actor: Some(m.sender_id),
-            message: Some(m.id),
-            subject: None,
-            priority: Some(m.priority),
-            now: m.now,
-        };
-        insert_event(&mut tx, &ev).await?;
-        let attachments: Vec<String> = m.attachments.iter().map(|a| a.to_string()).collect();
-        sqlx::query(
-            "INSERT INTO messages (id, conversation_id, org_id, seq, sender_id, idempotency_key, priority,
-             content_type, version, data_key, attachments, expires_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $11, $12)",
-        )
-        .bind(m.id.to_string())
-        .bind(conv.to_string())
-        .bind(org.to_string())
-        .bind(seq)
-        .bind(m.sender_id.to_string())
-        .bind(&m.idempotency_key)
-        .bind(m.priority.as_str())
-        .bind(m.content_type.as_str())
-        .bind(m.data_key.clone())
-        .bind(serde_json::to_string(&attachments).expect("strings serialise"))
-        .bind(m.expires_at.map(ms))
-        .bind(ms(m.now))
-        .execute(&mut *tx)
-        .await
-        .map_err(crate::rows::conflict("idempotency_key"))?;
-        insert_version(&mut tx, m.id, 1, &m.body_sealed, m.now).await?;
-        sqlx::query(
-            "UPDATE conversation_members SET delivered_seq = $3, read_seq = $3
-             WHERE conversation_id = $1 AND user_id = $2",
-        )
-        .bind(conv.to_string())
-        .bind(m.sender_id.to_string())
-        .bind(seq)
-        .execute(&mut *tx)
-        .await?;
-        let recipients = current_members(&mut tx, conv).await?;
-        crate::audit::append(&mut tx, audit_rec, m.now).await?;
-        let stored = message_in(&mut tx, org, conv, m.id).await?;
-        tx.commit().await?;
-        let event = message_event(EventKind::Message, seq, Some(m.sender_id), stored, m.now);
-        Ok(Sent { event, recipients, created: true })
+        crate::send::send_alone(&self.write, m, audit_rec).await
     }
 
     /// Stores a new version of a message. `expected_version` is the version the editor saw

@@ -336,6 +336,57 @@ both_backends!(concurrent_sends_get_gap_free_sequence_numbers, |b: Backend| asyn
     assert_eq!(ids.len(), 40, "both sends of a key answered with the same message");
 });
 
+both_backends!(a_failing_send_among_concurrent_sends_fails_alone, |b: Backend| async move {
+    // On SQLite concurrent sends are committed together (group commit); one that fails must
+    // fail alone, and the others, their sequence numbers and their audit entries must be intact.
+    let s = std::sync::Arc::new(TestServer::start(b).await);
+    let o = org(&s, "Riverside").await;
+    let (_, a) = signed_in(&s, o, "alice", Role::Clinician).await;
+    let (bob_u, _) = signed_in(&s, o, "bob", Role::Nurse).await;
+    let conv = direct(&s, &a, &bob_u).await;
+    let audit_before = s.app.store().audit_head().await.unwrap().size;
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (s, tok, conv) = (s.clone(), a.clone(), conv.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut body = json!({"body": format!("n{i}")});
+            if i % 5 == 2 {
+                // Not an upload of this sender: refused inside the store, mid-transaction.
+                body["attachments"] = json!(["0190c8a4-5e4b-7c3d-9a2b-000000000001"]);
+            }
+            let (st, e) = send(&s, &tok, &conv, &format!("m{i}"), body).await;
+            (i, st, e)
+        }));
+    }
+    let mut sent = 0;
+    for t in tasks {
+        let (i, st, e) = t.await.unwrap();
+        if i % 5 == 2 {
+            assert_eq!((st, e["code"].as_str()), (422, Some("invalid_attachment")), "{e}");
+        } else {
+            assert_eq!(st, 201, "{e}");
+            sent += 1;
+        }
+    }
+    let h = history(&s, &a, &conv).await;
+    let seqs: Vec<i64> = h.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=sent + 1).collect::<Vec<_>>(), "the refused sends took no sequence number");
+    let bodies: Vec<&str> = h.iter().filter_map(|e| e["message"]["body"].as_str()).collect();
+    assert_eq!(bodies.len() as i64, sent);
+    assert!(bodies.iter().all(|b| b[1..].parse::<i64>().unwrap() % 5 != 2), "{bodies:?}");
+    // The log grew by exactly one entry per stored send (plus the history read), gap-free,
+    // and its head is the root over every entry.
+    let store = s.app.store();
+    let head = store.audit_head().await.unwrap();
+    let raw = store.audit_raw(0, head.size as i64, 100_000).await.unwrap();
+    let seqs: Vec<i64> = raw.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=head.size as i64).collect::<Vec<_>>());
+    let sends = raw[audit_before as usize..].iter().filter(|r| r.entry.contains("\"message-send\"")).count();
+    assert_eq!(sends as i64, sent, "one audit entry per stored message, none for a refused one");
+    let leaves: Vec<_> = raw.iter().map(|r| haven_audit::merkle::leaf_hash(r.entry.as_bytes())).collect();
+    assert_eq!(haven_audit::merkle::root(&leaves), head.root);
+});
+
 both_backends!(
     an_audit_search_by_patient_returns_exactly_the_accesses_to_that_patient,
     |b: Backend| async move {

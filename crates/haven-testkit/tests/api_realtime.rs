@@ -405,3 +405,90 @@ both_backends!(a_hint_from_another_node_delivers_the_event_from_the_database, |b
     assert_eq!((e["seq"].as_i64(), e["message"]["body"].as_str()), (Some(2), Some("sent on node 2")));
     s.stop().await;
 });
+
+both_backends!(
+    events_published_out_of_order_are_reordered_in_memory_then_gaps_filled,
+    |b: Backend| async move {
+        use haven_app::realtime::{BusMessage, Outbound};
+        let s = TestServer::start(b).await;
+        let o = org(&s).await;
+        let (alice_u, alice) = signed_in(&s, o, "alice").await;
+        let (bob_u, bob) = signed_in(&s, o, "bob").await;
+        let (_, c) = s
+            .post("/api/v1/conversations", Some(&alice), json!({"kind": "direct", "members": [bob_u.id]}))
+            .await;
+        let conv: haven_domain::ConversationId = c["id"].as_str().unwrap().parse().unwrap();
+        let (mut b_ws, backlog) = resume(&s, &bob, json!({ conv.to_string(): 1 })).await;
+        assert!(backlog.is_empty());
+        // A second node on the same database, with its own hub: its sends do not reach this node's
+        // sockets except through the bus.
+        let store =
+            haven_store::Store::open(s.db.url(), &haven_store::StoreOptions::default()).await.unwrap();
+        let entropy: std::sync::Arc<std::sync::Mutex<dyn haven_domain::Entropy + Send>> =
+            std::sync::Arc::new(std::sync::Mutex::new(haven_app::OsEntropy));
+        let settings = haven_app::AppSettings {
+            argon2: haven_crypto::password::Argon2Cost { memory_kib: 1024, iterations: 1, parallelism: 1 },
+            ..Default::default()
+        };
+        let node2 = haven_app::App::new(
+            store,
+            haven_testkit::test_keys(),
+            s.db.blobs(),
+            settings,
+            std::sync::Arc::new(s.clock.clone()),
+            entropy,
+        )
+        .unwrap();
+        let p = node2.authenticate(&alice, &haven_app::RequestMeta::default()).await.unwrap();
+        assert_eq!(p.user.id, alice_u.id);
+        let input = haven_app::messaging::SendMessage {
+            idempotency_key: "n2".into(),
+            body: "sent on node 2".into(),
+            content_type: haven_domain::messaging::ContentType::Text,
+            priority: haven_domain::messaging::Priority::Urgent,
+            expires_at: None,
+            attachments: vec![],
+        };
+        // Four messages stored on node 2 (seqs 2..=5); this node's socket hears of them only as
+        // the bus brings them. The frames carry a marker the database does not have, so what the
+        // socket delivers shows where it came from.
+        let mut frames = Vec::new();
+        for n in 2..=5 {
+            let input = haven_app::messaging::SendMessage {
+                idempotency_key: format!("k{n}"),
+                body: format!("db {n}"),
+                ..input.clone()
+            };
+            let (mut ev, _) = node2.send_message(&p, conv, input).await.unwrap();
+            assert_eq!(ev.seq, n);
+            ev.message.as_mut().unwrap().body = Some(format!("bus {n}"));
+            frames.push(haven_app::messaging::event_frame(&ev));
+        }
+        let publish = |seq: i64| {
+            s.app.hub().apply(BusMessage::Deliver {
+                recipients: vec![bob_u.id],
+                out: Outbound::Event { conversation: conv, seq, json: frames[(seq - 2) as usize].clone() },
+            })
+        };
+        // 3 before 2: held, then both sent in order from memory.
+        publish(3);
+        publish(2);
+        for n in [2, 3] {
+            let e = next_event(&mut b_ws).await;
+            assert_eq!(
+                (e["seq"].as_i64(), e["message"]["body"].as_str()),
+                (Some(n), Some(format!("bus {n}").as_str()))
+            );
+        }
+        // 5 without 4: after a short wait, 4 comes from the database, then 5 from memory.
+        publish(5);
+        let e = next_event(&mut b_ws).await;
+        assert_eq!((e["seq"].as_i64(), e["message"]["body"].as_str()), (Some(4), Some("db 4")));
+        let e = next_event(&mut b_ws).await;
+        assert_eq!((e["seq"].as_i64(), e["message"]["body"].as_str()), (Some(5), Some("bus 5")));
+        // The gap fill is delivery, not a history read: it is not audited as one.
+        let reads = s.app.store().recent_audit(o, 500).await.unwrap();
+        assert!(!reads.iter().any(|e| e.record.subtype == "history-read"), "gap fills are not history reads");
+        s.stop().await;
+    }
+);

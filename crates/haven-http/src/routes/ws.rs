@@ -3,8 +3,11 @@
 //! per conversation; the server sends everything after those positions, then `ready`, then
 //! live events, each conversation in sequence order without gaps or duplicates.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -81,13 +84,28 @@ fn text(s: &str) -> Message {
     Message::Text(Utf8Bytes::from(s))
 }
 
-/// Per-socket delivery state: the last sequence number sent, per conversation.
+/// How long an event that arrived ahead of its predecessor waits for it on the bus before the
+/// gap is filled from the database. Concurrent sends to one conversation commit in sequence
+/// order but may be published a moment out of order; waiting briefly turns what would be a
+/// database read per socket into a reordering in memory.
+const REORDER_WAIT: Duration = Duration::from_millis(100);
+
+/// Per-socket delivery state: the last sequence number sent, per conversation, and events that
+/// arrived ahead of a gap.
 struct Cursor {
     last: HashMap<ConversationId, i64>,
+    ahead: HashMap<ConversationId, BTreeMap<i64, Arc<str>>>,
+    /// When the oldest gap stops waiting for the bus.
+    deadline: Option<Instant>,
 }
 
 impl Cursor {
-    /// Sends every event of `conv` after the cursor up to `upto` (inclusive), from the database.
+    fn new() -> Self {
+        Self { last: HashMap::new(), ahead: HashMap::new(), deadline: None }
+    }
+
+    /// Sends every event of `conv` after the cursor up to `upto` (inclusive), from the database
+    /// (`resume`: the audited history read; otherwise the delivery read).
     async fn fill(
         &mut self,
         app: &App,
@@ -95,25 +113,103 @@ impl Cursor {
         ws: &mut WebSocket,
         conv: ConversationId,
         upto: i64,
+        resume: bool,
     ) -> Result<(), ()> {
         loop {
             let after = *self.last.get(&conv).unwrap_or(&0);
             if after >= upto {
-                return Ok(());
+                return self.flush(ws, conv).await;
             }
-            let page = app.events(p, conv, EventRange::After(after), PAGE).await.map_err(|_| ())?;
+            let range = EventRange::After(after);
+            let page = if resume {
+                app.events(p, conv, range, PAGE).await
+            } else {
+                app.events_to_deliver(p, conv, range, PAGE).await
+            }
+            .map_err(|_| ())?;
             let Some(last) = page.last().map(|e| e.seq) else {
                 self.last.insert(conv, upto);
-                return Ok(());
+                return self.flush(ws, conv).await;
             };
             for ev in page.iter().filter(|e| e.seq <= upto) {
                 ws.send(text(&event_frame(ev))).await.map_err(|_| ())?;
             }
             self.last.insert(conv, last.min(upto));
             if (page.len() as u32) < PAGE {
-                return Ok(());
+                return self.flush(ws, conv).await;
             }
         }
+    }
+
+    /// Takes a live event: sends it if it is the next one, holds it if it is ahead of a gap.
+    async fn live(
+        &mut self,
+        ws: &mut WebSocket,
+        conv: ConversationId,
+        seq: i64,
+        json: Arc<str>,
+    ) -> Result<(), ()> {
+        let last = *self.last.get(&conv).unwrap_or(&0);
+        if seq <= last {
+            return Ok(());
+        }
+        if seq > last + 1 {
+            self.ahead.entry(conv).or_default().insert(seq, json);
+            self.deadline.get_or_insert_with(|| Instant::now() + REORDER_WAIT);
+            return Ok(());
+        }
+        ws.send(text(&json)).await.map_err(|_| ())?;
+        self.last.insert(conv, seq);
+        self.flush(ws, conv).await
+    }
+
+    /// Sends the held events of `conv` that now follow the cursor without a gap.
+    async fn flush(&mut self, ws: &mut WebSocket, conv: ConversationId) -> Result<(), ()> {
+        let Some(held) = self.ahead.get_mut(&conv) else { return Ok(()) };
+        let mut last = *self.last.get(&conv).unwrap_or(&0);
+        while let Some(entry) = held.first_entry() {
+            if *entry.key() <= last {
+                entry.remove();
+            } else if *entry.key() == last + 1 {
+                ws.send(text(&entry.remove())).await.map_err(|_| ())?;
+                last += 1;
+            } else {
+                break;
+            }
+        }
+        self.last.insert(conv, last);
+        if held.is_empty() {
+            self.ahead.remove(&conv);
+            if self.ahead.is_empty() {
+                self.deadline = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// The bus did not close the gaps in time: fill them from the database.
+    async fn fill_gaps(&mut self, app: &App, p: &Principal, ws: &mut WebSocket) -> Result<(), ()> {
+        self.deadline = None;
+        let gaps: Vec<(ConversationId, i64)> = self
+            .ahead
+            .iter()
+            .filter_map(|(c, held)| held.keys().next().map(|first| (*c, first - 1)))
+            .collect();
+        for (conv, upto) in gaps {
+            self.fill(app, p, ws, conv, upto, false).await?;
+        }
+        if !self.ahead.is_empty() {
+            self.deadline = Some(Instant::now() + REORDER_WAIT);
+        }
+        Ok(())
+    }
+}
+
+/// Resolves at the deadline; never, without one.
+async fn sleep_until_deadline(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -148,7 +244,7 @@ async fn session(
     let Ok(ClientFrame::Resume { positions, backfill }) = first else {
         return End::Close(PROTOCOL, "expected a resume frame first");
     };
-    let mut cursor = Cursor { last: HashMap::new() };
+    let mut cursor = Cursor::new();
     let Ok(memberships) = app.positions(p).await else { return End::Close(SERVER_ERROR, "try again") };
     for (conv, joined, until) in memberships {
         let from = match positions.get(&conv) {
@@ -157,7 +253,7 @@ async fn session(
             None => until,
         };
         cursor.last.insert(conv, from);
-        if cursor.fill(app, p, ws, conv, until).await.is_err() {
+        if cursor.fill(app, p, ws, conv, until, true).await.is_err() {
             return End::ClientGone;
         }
     }
@@ -175,22 +271,21 @@ async fn session(
                     if ws.send(text(&json)).await.is_err() { return End::ClientGone; }
                 }
                 Some(Outbound::Hint { conversation, seq }) => {
-                    if cursor.fill(app, p, ws, conversation, seq).await.is_err() {
+                    if cursor.fill(app, p, ws, conversation, seq, false).await.is_err() {
                         return End::ClientGone;
                     }
                 }
                 Some(Outbound::Event { conversation, seq, json }) => {
-                    let last = *cursor.last.get(&conversation).unwrap_or(&0);
-                    if seq <= last {
-                        continue;
-                    }
-                    if seq > last + 1 && cursor.fill(app, p, ws, conversation, seq - 1).await.is_err() {
+                    if cursor.live(ws, conversation, seq, json).await.is_err() {
                         return End::ClientGone;
                     }
-                    if ws.send(text(&json)).await.is_err() { return End::ClientGone; }
-                    cursor.last.insert(conversation, seq);
                 }
             },
+            _ = sleep_until_deadline(cursor.deadline) => {
+                if cursor.fill_gaps(app, p, ws).await.is_err() {
+                    return End::ClientGone;
+                }
+            }
             incoming = ws.recv() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::ClientGone,
                 Some(Ok(Message::Text(t))) => {

@@ -1,0 +1,107 @@
+//! Group commit for SQLite. SQLite has one writer, and a durable commit (an fsync of the WAL)
+//! costs more than the statements of a send. So sends are not committed one by one: they queue
+//! to one writer task, which runs every send waiting at that moment in one transaction, with
+//! one audit head read and write, and commits once. Each sender is answered only after that
+//! commit, so nothing is acknowledged before it is durable.
+//!
+//! A batch has no savepoints (each would be two more round trips per send). If any send in it
+//! fails, or the batch cannot begin, the whole batch is rolled back and every send in it is run
+//! again alone, so each gets its own outcome and one bad send never fails the others. If the
+//! commit itself fails, nothing of the batch is known to be durable and every sender gets the
+//! error; a client's retry with the same idempotency key is safe either way.
+
+use haven_domain::audit::AuditRecord;
+use sqlx::AnyPool;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::Appender;
+use crate::messages::{NewMessage, Sent};
+use crate::send::{send_alone, send_batch};
+use crate::{StoreError, StoreResult};
+
+/// The most sends committed together; bounds the time a batch holds the writer.
+const MAX_BATCH: usize = 128;
+
+struct Job {
+    message: NewMessage,
+    audit: AuditRecord,
+    reply: oneshot::Sender<StoreResult<Sent>>,
+}
+
+/// The queue to the writer task. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct GroupCommit {
+    queue: mpsc::UnboundedSender<Job>,
+}
+
+impl GroupCommit {
+    /// Starts the writer task on the current runtime. It ends when every handle is dropped.
+    pub(crate) fn start(pool: AnyPool) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(pool, rx));
+        Self { queue }
+    }
+
+    /// Stores one message through the next batch; returns after that batch's commit.
+    pub(crate) async fn send(&self, m: &NewMessage, audit: &AuditRecord) -> StoreResult<Sent> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job { message: m.clone(), audit: audit.clone(), reply };
+        self.queue.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Database(sqlx::Error::PoolClosed)
+}
+
+async fn writer(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
+        metrics::histogram!("haven_store_group_commit_batch_size").record(batch.len() as f64);
+        let rerun = if batch.len() == 1 { batch } else { run_batch(&pool, batch).await };
+        for job in rerun {
+            // Alone, so each gets its own outcome.
+            let _ = job.reply.send(send_alone(&pool, &job.message, &job.audit).await);
+        }
+    }
+}
+
+/// Runs the batch in one transaction and answers every job after the commit. Returns the jobs,
+/// unanswered and with nothing written, when the batch has to be rerun one send at a time.
+async fn run_batch(pool: &AnyPool, batch: Vec<Job>) -> Vec<Job> {
+    let Ok(mut tx) = pool.begin().await else { return batch };
+    let mut log = match Appender::load(&mut tx).await {
+        Ok(log) => log,
+        Err(_) => return batch,
+    };
+    let jobs: Vec<(&NewMessage, &AuditRecord)> = batch.iter().map(|j| (&j.message, &j.audit)).collect();
+    let results = match send_batch(&mut tx, &jobs, &mut log).await {
+        Ok(results) => results,
+        Err(_) => {
+            let _ = tx.rollback().await;
+            return batch;
+        }
+    };
+    if log.finish(&mut tx).await.is_err() {
+        let _ = tx.rollback().await;
+        return batch;
+    }
+    match tx.commit().await {
+        Ok(()) => {
+            for (job, sent) in batch.into_iter().zip(results) {
+                let _ = job.reply.send(Ok(sent));
+            }
+        }
+        Err(e) => {
+            let why = e.to_string();
+            for job in batch {
+                let _ = job.reply.send(Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                    "the commit failed, nothing of this send is known to be stored: {why}"
+                )))));
+            }
+        }
+    }
+    Vec::new()
+}

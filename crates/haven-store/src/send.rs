@@ -1,0 +1,354 @@
+//! Storing sent messages, one or many per transaction. A batch (from group commit, see
+//! `group.rs`) is written with a fixed number of statements whatever its size: one query for the
+//! members of every conversation in it, one for earlier uses of its idempotency keys, one
+//! sequence update per conversation, one multi-row insert each for events, messages, versions
+//! and audit entries, and one update of the senders' own receipts. On SQLite every statement is
+//! a hand-off to the connection's thread, and those hand-offs, not the SQL, are what a send
+//! costs; a single send takes the same path as a batch of one.
+
+use std::collections::HashMap;
+
+use haven_domain::audit::AuditRecord;
+use haven_domain::messaging::EventKind;
+use haven_domain::{ConversationId, MessageId, OrgId, UserId};
+use sqlx::{AnyConnection, AnyPool};
+
+use crate::audit::Appender;
+use crate::conversations::StoredEvent;
+use crate::messages::{NewMessage, Sent, StoredMessage, message_event, message_in};
+use crate::rows::{get, id, ms, ts};
+use crate::{StoreError, StoreResult, touched};
+
+/// `($first, ..), (..)`: placeholders for `rows` rows of `cols` values, numbered from `first`.
+pub(crate) fn placeholders(rows: usize, cols: usize, first: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (0..cols).map(|c| format!("${}", first + r * cols + c)).collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One send in its own transaction.
+pub(crate) async fn send_alone(pool: &AnyPool, m: &NewMessage, audit: &AuditRecord) -> StoreResult<Sent> {
+    let mut tx = pool.begin().await?;
+    let mut log = Appender::load(&mut tx).await?;
+    let sent = send_batch(&mut tx, &[(m, audit)], &mut log).await?.remove(0);
+    log.finish(&mut tx).await?;
+    tx.commit().await?;
+    Ok(sent)
+}
+
+/// Stores every send of `batch`, in order, inside the caller's transaction, appending their
+/// audit records to `log`. Fails as a whole (the caller rolls back) if any send is refused: not
+/// a current member (NotFound), attachments not the sender's own unsent uploads to that
+/// conversation (Conflict "attachments").
+pub(crate) async fn send_batch(
+    c: &mut AnyConnection,
+    batch: &[(&NewMessage, &AuditRecord)],
+    log: &mut Appender,
+) -> StoreResult<Vec<Sent>> {
+    let members = current_members_of(c, batch).await?;
+    for (m, _) in batch {
+        let ok = members
+            .get(&m.conversation_id)
+            .is_some_and(|(org, us)| *org == m.org_id && us.contains(&m.sender_id));
+        if !ok {
+            return Err(StoreError::NotFound);
+        }
+    }
+    // Which sends repeat an idempotency key: of a stored message, or of an earlier send in
+    // this batch. A repeat stores nothing and answers with the first message.
+    let earlier = earlier_keys(c, batch).await?;
+    let mut first_in_batch: HashMap<(ConversationId, UserId, &str), usize> = HashMap::new();
+    let mut repeat_of: Vec<Option<Repeat>> = Vec::with_capacity(batch.len());
+    for (i, (m, _)) in batch.iter().enumerate() {
+        let key = (m.conversation_id, m.sender_id, m.idempotency_key.as_str());
+        repeat_of.push(match earlier.get(&(key.0, key.1, key.2.to_owned())) {
+            Some(stored) => Some(Repeat::Stored(*stored)),
+            None => first_in_batch.get(&key).map(|j| Repeat::InBatch(*j)).or_else(|| {
+                first_in_batch.insert(key, i);
+                None
+            }),
+        });
+    }
+    let fresh: Vec<usize> = (0..batch.len()).filter(|i| repeat_of[*i].is_none()).collect();
+    for i in &fresh {
+        claim_attachments(c, batch[*i].0).await?;
+    }
+    let seqs = take_seqs(c, batch, &fresh).await?;
+    insert_rows(c, batch, &fresh, &seqs).await?;
+    let recs: Vec<_> = fresh.iter().map(|i| (batch[*i].1, batch[*i].0.now)).collect();
+    log.append_many(c, &recs).await?;
+
+    let mut out: Vec<Option<Sent>> = vec![None; batch.len()];
+    for (i, seq) in fresh.iter().zip(&seqs) {
+        let m = batch[*i].0;
+        let recipients = members[&m.conversation_id].1.clone();
+        out[*i] = Some(Sent { event: stored_event(m, *seq)?, recipients, created: true });
+    }
+    for i in 0..batch.len() {
+        let event = match repeat_of[i] {
+            None => continue,
+            Some(Repeat::InBatch(j)) => {
+                out[j].as_ref().map(|s| s.event.clone()).ok_or(StoreError::NotFound)?
+            }
+            Some(Repeat::Stored(msg)) => {
+                let m = batch[i].0;
+                let first = message_in(c, m.org_id, m.conversation_id, msg).await?;
+                let (seq, at) = (first.seq, first.created_at);
+                message_event(EventKind::Message, seq, Some(m.sender_id), first, at)
+            }
+        };
+        out[i] = Some(Sent { event, recipients: Vec::new(), created: false });
+    }
+    Ok(out.into_iter().map(|s| s.expect("every send answered")).collect())
+}
+
+#[derive(Clone, Copy)]
+enum Repeat {
+    Stored(MessageId),
+    InBatch(usize),
+}
+
+/// The organisation and current members (in id order) of every conversation of the batch.
+async fn current_members_of(
+    c: &mut AnyConnection,
+    batch: &[(&NewMessage, &AuditRecord)],
+) -> StoreResult<HashMap<ConversationId, (OrgId, Vec<UserId>)>> {
+    let mut convs: Vec<String> = batch.iter().map(|(m, _)| m.conversation_id.to_string()).collect();
+    convs.sort();
+    convs.dedup();
+    let marks: Vec<String> = (1..=convs.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT conversation_id, org_id, user_id FROM conversation_members
+         WHERE conversation_id IN ({}) AND left_seq IS NULL ORDER BY conversation_id, user_id",
+        marks.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for conv in convs {
+        q = q.bind(conv);
+    }
+    let mut out: HashMap<ConversationId, (OrgId, Vec<UserId>)> = HashMap::new();
+    for row in q.fetch_all(&mut *c).await? {
+        let conv = id(&get::<String>(&row, "conversation_id")?)?;
+        let org = id(&get::<String>(&row, "org_id")?)?;
+        out.entry(conv).or_insert_with(|| (org, Vec::new())).1.push(id(&get::<String>(&row, "user_id")?)?);
+    }
+    Ok(out)
+}
+
+/// Stored messages whose (conversation, sender, idempotency key) a send of the batch repeats.
+async fn earlier_keys(
+    c: &mut AnyConnection,
+    batch: &[(&NewMessage, &AuditRecord)],
+) -> StoreResult<HashMap<(ConversationId, UserId, String), MessageId>> {
+    // An OR of exact keys: both databases answer each term from the unique index.
+    let terms: Vec<String> = (0..batch.len())
+        .map(|i| {
+            format!(
+                "(conversation_id = ${} AND sender_id = ${} AND idempotency_key = ${})",
+                3 * i + 1,
+                3 * i + 2,
+                3 * i + 3
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT id, conversation_id, sender_id, idempotency_key FROM messages WHERE {}",
+        terms.join(" OR ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (m, _) in batch {
+        q = q
+            .bind(m.conversation_id.to_string())
+            .bind(m.sender_id.to_string())
+            .bind(m.idempotency_key.clone());
+    }
+    let mut out = HashMap::new();
+    for row in q.fetch_all(&mut *c).await? {
+        out.insert(
+            (
+                id(&get::<String>(&row, "conversation_id")?)?,
+                id(&get::<String>(&row, "sender_id")?)?,
+                get::<String>(&row, "idempotency_key")?,
+            ),
+            id(&get::<String>(&row, "id")?)?,
+        );
+    }
+    Ok(out)
+}
+
+async fn claim_attachments(c: &mut AnyConnection, m: &NewMessage) -> StoreResult<()> {
+    for a in &m.attachments {
+        let done = sqlx::query(
+            "UPDATE attachments SET message_id = $1 WHERE id = $2 AND conversation_id = $3
+             AND org_id = $4 AND uploader_id = $5 AND message_id IS NULL AND data_key IS NOT NULL",
+        )
+        .bind(m.id.to_string())
+        .bind(a.to_string())
+        .bind(m.conversation_id.to_string())
+        .bind(m.org_id.to_string())
+        .bind(m.sender_id.to_string())
+        .execute(&mut *c)
+        .await?;
+        touched(done).map_err(|_| StoreError::Conflict("attachments"))?;
+    }
+    Ok(())
+}
+
+/// The sequence numbers of the fresh sends, in batch order: one update per conversation takes
+/// as many numbers as it has sends (and its row lock until commit).
+async fn take_seqs(
+    c: &mut AnyConnection,
+    batch: &[(&NewMessage, &AuditRecord)],
+    fresh: &[usize],
+) -> StoreResult<Vec<i64>> {
+    let mut per_conv: Vec<(ConversationId, OrgId, i64, i64)> = Vec::new();
+    for i in fresh {
+        let m = batch[*i].0;
+        match per_conv.iter_mut().find(|(conv, ..)| *conv == m.conversation_id) {
+            Some(entry) => {
+                entry.2 += 1;
+                entry.3 = entry.3.max(ms(m.now));
+            }
+            None => per_conv.push((m.conversation_id, m.org_id, 1, ms(m.now))),
+        }
+    }
+    let mut next: HashMap<ConversationId, i64> = HashMap::new();
+    for (conv, org, count, at) in per_conv {
+        let row = sqlx::query(
+            "UPDATE conversations SET last_seq = last_seq + $3, last_activity_at = $4
+             WHERE id = $1 AND org_id = $2 RETURNING last_seq",
+        )
+        .bind(conv.to_string())
+        .bind(org.to_string())
+        .bind(count)
+        .bind(at)
+        .fetch_optional(&mut *c)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        next.insert(conv, get::<i64>(&row, "last_seq")? - count + 1);
+    }
+    Ok(fresh
+        .iter()
+        .map(|i| {
+            let n = next.get_mut(&batch[*i].0.conversation_id).expect("counted above");
+            *n += 1;
+            *n - 1
+        })
+        .collect())
+}
+
+/// The event, message and version rows of the fresh sends, and the senders' own receipts.
+async fn insert_rows(
+    c: &mut AnyConnection,
+    batch: &[(&NewMessage, &AuditRecord)],
+    fresh: &[usize],
+    seqs: &[i64],
+) -> StoreResult<()> {
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(&NewMessage, i64)> = fresh.iter().map(|i| batch[*i].0).zip(seqs.iter().copied()).collect();
+    let sql = format!(
+        "INSERT INTO conversation_events (conversation_id, seq, org_id, kind, actor_id, message_id,
+         subject_id, priority, created_at) VALUES {}",
+        placeholders(rows.len(), 9, 1)
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (m, seq) in &rows {
+        q = q
+            .bind(m.conversation_id.to_string())
+            .bind(*seq)
+            .bind(m.org_id.to_string())
+            .bind(EventKind::Message.as_str())
+            .bind(m.sender_id.to_string())
+            .bind(m.id.to_string())
+            .bind(None::<String>)
+            .bind(m.priority.as_str())
+            .bind(ms(m.now));
+    }
+    q.execute(&mut *c).await?;
+
+    let sql = format!(
+        "INSERT INTO messages (id, conversation_id, org_id, seq, sender_id, idempotency_key, priority,
+         content_type, version, data_key, attachments, expires_at, created_at) VALUES {}",
+        placeholders(rows.len(), 13, 1)
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (m, seq) in &rows {
+        let attachments: Vec<String> = m.attachments.iter().map(|a| a.to_string()).collect();
+        q = q
+            .bind(m.id.to_string())
+            .bind(m.conversation_id.to_string())
+            .bind(m.org_id.to_string())
+            .bind(*seq)
+            .bind(m.sender_id.to_string())
+            .bind(m.idempotency_key.clone())
+            .bind(m.priority.as_str())
+            .bind(m.content_type.as_str())
+            .bind(1_i64)
+            .bind(m.data_key.clone())
+            .bind(serde_json::to_string(&attachments).expect("strings serialise"))
+            .bind(m.expires_at.map(ms))
+            .bind(ms(m.now));
+    }
+    q.execute(&mut *c).await.map_err(crate::rows::conflict("idempotency_key"))?;
+
+    let sql = format!(
+        "INSERT INTO message_versions (message_id, version, body_sealed, created_at) VALUES {}",
+        placeholders(rows.len(), 4, 1)
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (m, _) in &rows {
+        q = q.bind(m.id.to_string()).bind(1_i64).bind(m.body_sealed.clone()).bind(ms(m.now));
+    }
+    q.execute(&mut *c).await?;
+
+    // The sender has delivered and read up to their own message: the newest per sender.
+    let mut own: Vec<(ConversationId, UserId, i64)> = Vec::new();
+    for (m, seq) in &rows {
+        match own.iter_mut().find(|(conv, u, _)| *conv == m.conversation_id && *u == m.sender_id) {
+            Some(entry) => entry.2 = entry.2.max(*seq),
+            None => own.push((m.conversation_id, m.sender_id, *seq)),
+        }
+    }
+    // VALUES columns are named column1.. on both databases.
+    let sql = format!(
+        "UPDATE conversation_members SET delivered_seq = v.column3, read_seq = v.column3
+         FROM (VALUES {}) AS v
+         WHERE conversation_members.conversation_id = v.column1 AND conversation_members.user_id = v.column2",
+        placeholders(own.len(), 3, 1)
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (conv, user, seq) in own {
+        q = q.bind(conv.to_string()).bind(user.to_string()).bind(seq);
+    }
+    q.execute(&mut *c).await?;
+    Ok(())
+}
+
+/// The event of a fresh send, as it reads back (times at the stored millisecond precision).
+fn stored_event(m: &NewMessage, seq: i64) -> StoreResult<StoredEvent> {
+    let at = ts(ms(m.now))?;
+    let stored = StoredMessage {
+        id: m.id,
+        conversation_id: m.conversation_id,
+        seq,
+        sender_id: m.sender_id,
+        priority: m.priority,
+        content_type: m.content_type,
+        version: 1,
+        data_key: Some(m.data_key.clone()),
+        body_sealed: Some(m.body_sealed.clone()),
+        attachments: m.attachments.clone(),
+        expires_at: m.expires_at.map(|t| ts(ms(t))).transpose()?,
+        created_at: at,
+        edited_at: None,
+        recalled_at: None,
+        expired_at: None,
+    };
+    Ok(message_event(EventKind::Message, seq, Some(m.sender_id), stored, at))
+}
