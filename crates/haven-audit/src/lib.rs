@@ -9,5 +9,6 @@
 pub mod checkpoint;
 pub mod export;
 pub mod merkle;
+pub mod synthetic;
 
 pub use merkle::Hash;

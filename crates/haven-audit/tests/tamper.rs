@@ -198,3 +198,16 @@ fn errors_name_the_first_bad_entry() {
     assert_eq!(e.seq, Some(5));
     assert!(e.to_string().starts_with("entry 5, line 8: sequence gap"), "{e}");
 }
+
+#[test]
+fn the_synthetic_benchmark_export_verifies_and_a_changed_byte_is_caught() {
+    let mut out = Vec::new();
+    let mut seen = 0;
+    let notes = haven_audit::synthetic::write(250_001, &mut out, &mut |n| seen = n).unwrap();
+    assert_eq!((notes, seen), (3, 250_001), "a checkpoint every 100,000 entries and at the end");
+    let v = export::verify(&out[..], None, None, &mut |_| {}).unwrap();
+    assert_eq!((v.size, v.full_entries), (250_001, 250_001));
+    let at = out.len() / 2;
+    out[at] ^= 1;
+    assert!(export::verify(&out[..], None, None, &mut |_| {}).is_err());
+}

@@ -3,17 +3,20 @@
 //! server itself (release build recommended) on a fresh data directory, SQLite by default or
 //! PostgreSQL with `--database-url`, and sets it up through `haven admin`.
 //!
-//! Scenarios: `chat` (closed or open loop). Speed targets are measured here and reported, never
-//! asserted by tests.
+//! Scenarios: `chat` (closed or open loop), `audit` (appends per second under the chat load,
+//! and the offline verification of a large export) and `connections` (idle sockets in steps). Speed targets are measured here and
+//! reported, never asserted by tests.
 
+mod audit;
 mod chat;
+mod connections;
 mod server;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use serde_json::json;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
 
 /// Benchmarks for Haven.
 #[derive(Debug, Parser)]
@@ -26,7 +29,7 @@ struct Cli {
     /// must be empty.
     #[arg(long, global = true)]
     database_url: Option<String>,
-    /// Keep the server's data directory here instead of a temporary one.
+    /// Keep the server's data directory here (and do not delete it) instead of a temporary one.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     #[command(subcommand)]
@@ -36,29 +39,149 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Scenario {
     /// Group conversations with every member on a WebSocket; senders post messages.
-    Chat {
-        /// Users (U).
-        #[arg(long, default_value_t = 50)]
-        users: usize,
-        /// Conversations (R).
-        #[arg(long, default_value_t = 10)]
-        conversations: usize,
-        /// Members per conversation (K).
-        #[arg(long, default_value_t = 10)]
-        members: usize,
-        /// Senders per conversation (S).
-        #[arg(long, default_value_t = 2)]
-        senders: usize,
-        /// Messages in all (N).
-        #[arg(long, default_value_t = 20_000)]
-        messages: usize,
-        /// Open loop at this many messages per second in all (default: closed loop).
-        #[arg(long)]
-        rate: Option<f64>,
+    Chat(ChatArgs),
+    /// Audit appends per second under the chat load, the export and offline verification of
+    /// that log, and the verification time of a synthetic export of `--verify-entries` entries.
+    Audit {
+        #[command(flatten)]
+        load: ChatArgs,
+        /// Entries in the synthetic export whose verification is timed.
+        #[arg(long, default_value_t = 1_000_000)]
+        verify_entries: u64,
     },
+    /// Idle authenticated WebSockets in steps: server memory per socket, and the delivery
+    /// latency of a light message stream at each step.
+    Connections(connections::ConnectionsArgs),
 }
 
-fn machine() -> serde_json::Value {
+/// The chat load.
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    /// Users (U).
+    #[arg(long, default_value_t = 50)]
+    users: usize,
+    /// Conversations (R).
+    #[arg(long, default_value_t = 10)]
+    conversations: usize,
+    /// Members per conversation (K).
+    #[arg(long, default_value_t = 10)]
+    members: usize,
+    /// Senders per conversation (S).
+    #[arg(long, default_value_t = 2)]
+    senders: usize,
+    /// Messages in all (N).
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Open loop at this many messages per second in all (default: closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+impl ChatArgs {
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.members >= 2 && self.members <= self.users,
+            "--members must be between 2 and --users"
+        );
+        anyhow::ensure!(
+            self.senders >= 1 && self.senders <= self.members,
+            "--senders must be between 1 and --members"
+        );
+        Ok(())
+    }
+
+    fn json(&self) -> Value {
+        json!({"users": self.users, "conversations": self.conversations, "members": self.members,
+               "senders": self.senders, "messages": self.messages, "rate": self.rate})
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "U={} R={} K={} S={} N={} {}",
+            self.users,
+            self.conversations,
+            self.members,
+            self.senders,
+            self.messages,
+            self.rate.map(|r| format!("open loop at {r}/s")).unwrap_or_else(|| "closed loop".into())
+        )
+    }
+}
+
+/// What every scenario needs: the binary, where the server keeps its data, the runtime.
+pub struct Ctx {
+    haven: PathBuf,
+    data_dir: PathBuf,
+    keep_data: bool,
+    database_url: Option<String>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Ctx {
+    fn backend(&self) -> &'static str {
+        if self.database_url.is_some() { "postgres" } else { "sqlite" }
+    }
+
+    fn start(&self) -> anyhow::Result<server::Server> {
+        server::Server::start(&self.haven, &self.data_dir, self.database_url.clone())
+    }
+
+    fn cleanup(&self) {
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// A progress bar in the tool's style.
+pub fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>10} {bar:40} {pos}/{len}").expect("template"),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Sets up `U` users on `server`; returns their (id, token) after signing in.
+pub fn users(ctx: &Ctx, server: &server::Server, a: &ChatArgs) -> anyhow::Result<Vec<(String, String)>> {
+    let bar = bar(a.users as u64, "users");
+    let names = server.setup("Bench Clinic", a.users, &|n| bar.set_position(n as u64))?;
+    bar.finish_and_clear();
+    ctx.rt.block_on(chat::sign_in(&reqwest::Client::new(), &server.base, &names))
+}
+
+/// Runs the chat load with the signed-in `users`.
+pub fn chat_load(
+    ctx: &Ctx,
+    server: &server::Server,
+    users: &[(String, String)],
+    a: &ChatArgs,
+) -> anyhow::Result<chat::ChatResult> {
+    let params = chat::ChatParams {
+        conversations: a.conversations,
+        members: a.members,
+        senders: a.senders,
+        messages: a.messages,
+        rate: a.rate,
+    };
+    let bar = bar(a.messages as u64, "messages");
+    let result = ctx.rt.block_on(chat::run(&server.base, users, &params, &bar));
+    bar.finish_and_clear();
+    result.context("the chat load failed")
+}
+
+/// Latency percentiles in milliseconds.
+pub fn percentiles(v: &mut [u64]) -> Value {
+    json!({
+        "p50_ms": chat::percentile(v, 50.0) as f64 / 1000.0,
+        "p95_ms": chat::percentile(v, 95.0) as f64 / 1000.0,
+        "p99_ms": chat::percentile(v, 99.0) as f64 / 1000.0,
+        "max_ms": chat::percentile(v, 100.0) as f64 / 1000.0,
+    })
+}
+
+fn machine() -> Value {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -75,97 +198,82 @@ fn machine() -> serde_json::Value {
     json!({"cpus": cpus, "cpu_model": model, "memory_kib": mem_kib, "os": std::env::consts::OS})
 }
 
+/// Prints the run's JSON line: scenario, backend, parameters, results, machine.
+pub fn report(scenario: &str, backend: &str, params: Value, results: Value) {
+    println!(
+        "{}",
+        json!({"scenario": scenario, "backend": backend, "params": params, "results": results, "machine": machine()})
+    );
+}
+
+fn chat(ctx: &Ctx, a: &ChatArgs) -> anyhow::Result<()> {
+    let server = ctx.start()?;
+    let result = users(ctx, &server, a).and_then(|u| chat_load(ctx, &server, &u, a));
+    let (peak_rss_kib, cpu_seconds) = server.usage();
+    server.stop();
+    ctx.cleanup();
+    let mut r = result?;
+    let rate_done = r.accepted as f64 / r.seconds.max(1e-9);
+    let send = percentiles(&mut r.send_us);
+    let delivery = percentiles(&mut r.delivery_us);
+    println!("chat on {}: {}", ctx.backend(), a.describe());
+    println!(
+        "  accepted {} messages in {:.2} s = {:.0} messages/s ({} failed)",
+        r.accepted, r.seconds, rate_done, r.failed
+    );
+    println!(
+        "  send latency     p50 {} ms, p95 {} ms, p99 {} ms, max {} ms",
+        send["p50_ms"], send["p95_ms"], send["p99_ms"], send["max_ms"]
+    );
+    println!(
+        "  delivery latency p50 {} ms, p95 {} ms, p99 {} ms, max {} ms ({} deliveries, {} missing)",
+        delivery["p50_ms"],
+        delivery["p95_ms"],
+        delivery["p99_ms"],
+        delivery["max_ms"],
+        r.delivery_us.len(),
+        r.missing
+    );
+    println!("  server peak RSS {:.1} MiB, CPU {:.2} s", peak_rss_kib as f64 / 1024.0, cpu_seconds);
+    report(
+        "chat",
+        ctx.backend(),
+        a.json(),
+        json!({"accepted": r.accepted, "failed": r.failed, "seconds": r.seconds,
+               "messages_per_second": rate_done, "send_latency": send, "delivery_latency": delivery,
+               "deliveries": r.delivery_us.len(), "missing": r.missing,
+               "server_peak_rss_kib": peak_rss_kib, "server_cpu_seconds": cpu_seconds}),
+    );
+    if r.missing > 0 || r.failed > 0 {
+        anyhow::bail!("{} deliveries missing, {} sends failed", r.missing, r.failed);
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let haven = match cli.haven {
         Some(h) => h,
         None => std::env::current_exe()?.with_file_name("haven"),
     };
-    let keep_data = cli.data_dir.is_some();
-    let data_dir = cli
-        .data_dir
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("haven-bench-{}", std::process::id())));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let ctx = Ctx {
+        haven,
+        keep_data: cli.data_dir.is_some(),
+        data_dir: cli
+            .data_dir
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("haven-bench-{}", std::process::id()))),
+        database_url: cli.database_url,
+        rt: tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    };
     match cli.scenario {
-        Scenario::Chat { users, conversations, members, senders, messages, rate } => {
-            anyhow::ensure!(members >= 2 && members <= users, "--members must be between 2 and --users");
-            anyhow::ensure!(senders >= 1 && senders <= members, "--senders must be between 1 and --members");
-            let params = chat::ChatParams { conversations, members, senders, messages, rate };
-            let backend = if cli.database_url.is_some() { "postgres" } else { "sqlite" };
-            let server = server::Server::start(&haven, &data_dir, cli.database_url.clone())?;
-            let bar = indicatif::ProgressBar::new(users as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{msg:>10} {bar:40} {pos}/{len}").expect("template"),
-            );
-            bar.set_message("users");
-            let names = server.setup("Bench Clinic", users, &|n| bar.set_position(n as u64))?;
-            let result = rt.block_on(async {
-                let http = reqwest::Client::new();
-                bar.set_message("sign-in");
-                bar.set_position(0);
-                let signed = chat::sign_in(&http, &server.base, &names).await?;
-                bar.set_message("messages");
-                bar.set_length(messages as u64);
-                bar.set_position(0);
-                chat::run(&server.base, &signed, &params, &bar).await
-            });
-            bar.finish_and_clear();
-            let (peak_rss_kib, cpu_seconds) = server.usage();
-            server.stop();
-            if !keep_data {
-                let _ = std::fs::remove_dir_all(&data_dir);
-            }
-            let mut r = result.context("the chat scenario failed")?;
-            let rate_done = r.accepted as f64 / r.seconds.max(1e-9);
-            let pct = |v: &mut Vec<u64>| {
-                json!({
-                    "p50_ms": chat::percentile(v, 50.0) as f64 / 1000.0,
-                    "p95_ms": chat::percentile(v, 95.0) as f64 / 1000.0,
-                    "p99_ms": chat::percentile(v, 99.0) as f64 / 1000.0,
-                    "max_ms": chat::percentile(v, 100.0) as f64 / 1000.0,
-                })
-            };
-            let send = pct(&mut r.send_us);
-            let delivery = pct(&mut r.delivery_us);
-            println!(
-                "chat on {backend}: U={users} R={conversations} K={members} S={senders} N={messages} {}",
-                rate.map(|r| format!("open loop at {r}/s")).unwrap_or_else(|| "closed loop".into())
-            );
-            println!(
-                "  accepted {} messages in {:.2} s = {:.0} messages/s ({} failed)",
-                r.accepted, r.seconds, rate_done, r.failed
-            );
-            println!(
-                "  send latency     p50 {} ms, p95 {} ms, p99 {} ms, max {} ms",
-                send["p50_ms"], send["p95_ms"], send["p99_ms"], send["max_ms"]
-            );
-            println!(
-                "  delivery latency p50 {} ms, p95 {} ms, p99 {} ms, max {} ms ({} deliveries, {} missing)",
-                delivery["p50_ms"],
-                delivery["p95_ms"],
-                delivery["p99_ms"],
-                delivery["max_ms"],
-                r.delivery_us.len(),
-                r.missing
-            );
-            println!("  server peak RSS {:.1} MiB, CPU {:.2} s", peak_rss_kib as f64 / 1024.0, cpu_seconds);
-            println!(
-                "{}",
-                json!({
-                    "scenario": "chat", "backend": backend,
-                    "params": {"users": users, "conversations": conversations, "members": members, "senders": senders,
-                               "messages": messages, "rate": rate},
-                    "results": {"accepted": r.accepted, "failed": r.failed, "seconds": r.seconds,
-                                "messages_per_second": rate_done, "send_latency": send, "delivery_latency": delivery,
-                                "deliveries": r.delivery_us.len(), "missing": r.missing,
-                                "server_peak_rss_kib": peak_rss_kib, "server_cpu_seconds": cpu_seconds},
-                    "machine": machine(),
-                })
-            );
-            if r.missing > 0 || r.failed > 0 {
-                anyhow::bail!("{} deliveries missing, {} sends failed", r.missing, r.failed);
-            }
+        Scenario::Chat(a) => {
+            a.check()?;
+            chat(&ctx, &a)
         }
+        Scenario::Audit { load, verify_entries } => {
+            load.check()?;
+            audit::run(&ctx, &load, verify_entries)
+        }
+        Scenario::Connections(a) => connections::run(&ctx, &a),
     }
-    Ok(())
 }

@@ -68,47 +68,54 @@ impl Server {
         Ok(Self { child, base, data_dir: data_dir.to_owned(), haven: haven.to_owned(), database_url })
     }
 
-    /// Creates the organisation (MFA not required: the tool signs in with passwords) and its users.
+    /// Creates the organisation (MFA not required: the tool signs in with passwords) and its
+    /// clinicians, named `bench.00000`, ...
     pub fn setup(&self, org: &str, users: usize, progress: &dyn Fn(usize)) -> anyhow::Result<Vec<String>> {
         self.admin(&["create-org", "--name", org], None)?;
         self.admin(&["policy", "--org", org, "--mfa-required", "false"], None)?;
         let mut names = Vec::new();
         for i in 0..users {
             let name = format!("bench.{i:05}");
-            let pw = format!("{PASSWORD}\n");
-            self.admin(
-                &[
-                    "create-user",
-                    "--org",
-                    org,
-                    "--username",
-                    &name,
-                    "--display-name",
-                    &name,
-                    "--role",
-                    "clinician",
-                    "--password-stdin",
-                ],
-                Some(&pw),
-            )?;
+            self.create_user(org, &name, "clinician")?;
             names.push(name);
             progress(i + 1);
         }
         Ok(names)
     }
 
+    /// Creates one user with `role`, whose password is [`PASSWORD`].
+    pub fn create_user(&self, org: &str, name: &str, role: &str) -> anyhow::Result<()> {
+        let pw = format!("{PASSWORD}\n");
+        let args = ["create-user", "--org", org, "--username", name, "--display-name", name, "--role", role];
+        self.admin(&[&args[..], &["--password-stdin"]].concat(), Some(&pw))
+    }
+
+    /// Runs another `haven` command on the server's database (e.g. `audit export`), returning
+    /// its wall time in seconds.
+    pub fn haven(&self, args: &[&str]) -> anyhow::Result<f64> {
+        let started = std::time::Instant::now();
+        let out = Self::cmd(&self.haven, &self.data_dir, self.database_url.as_deref())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .with_context(|| format!("running haven {args:?}"))?;
+        if !out.status.success() {
+            bail!("haven {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// Resident memory now (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        status_kib(self.child.id(), "VmRSS:")
+    }
+
     /// Peak resident memory (VmHWM) in KiB and CPU time (user + system) in seconds.
     pub fn usage(&self) -> (u64, f64) {
         let pid = self.child.id();
-        let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0);
-        (hwm, cpu_seconds(pid))
+        (status_kib(pid, "VmHWM:"), cpu_seconds(pid))
     }
 
     /// Stops the server (SIGTERM: a clean shutdown).
@@ -122,6 +129,15 @@ impl Drop for Server {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
     }
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn cpu_seconds(pid: u32) -> f64 {

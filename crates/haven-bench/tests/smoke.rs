@@ -35,3 +35,25 @@ fn a_small_chat_run_reports_json_with_no_missing_deliveries() {
     assert!(json["results"]["messages_per_second"].as_f64().unwrap() > 0.0);
     assert!(json["results"]["server_peak_rss_kib"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn a_small_audit_run_counts_appends_and_verifies_the_exports() {
+    let bench = std::path::PathBuf::from(env!("CARGO_BIN_EXE_haven-bench"));
+    let haven = bench.with_file_name("haven");
+    let out = Command::new(&bench)
+        .args(["--haven", haven.to_str().unwrap()])
+        .args(["audit", "--users", "4", "--conversations", "1", "--members", "3", "--senders", "1"])
+        .args(["--messages", "40", "--verify-entries", "3000"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(json["scenario"], "audit");
+    let r = &json["results"];
+    // One entry per message sent, plus the conversation's creation.
+    assert!((41..=43).contains(&r["appended"].as_u64().unwrap()), "{r}");
+    assert!(r["appends_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["synthetic_entries"], 3000);
+    assert!(r["synthetic_verify_seconds"].as_f64().unwrap() > 0.0);
+}

@@ -1,7 +1,8 @@
-//! Group commit for SQLite. SQLite has one writer, and a durable commit (an fsync of the WAL)
-//! costs more than the statements of a send. So sends are not committed one by one: they queue
-//! to one writer task, which runs every send waiting at that moment in one transaction, with
-//! one audit head read and write, and commits once. Each sender is answered only after that
+//! Group commit. SQLite has one writer, PostgreSQL orders every audited write on the audit
+//! head's row lock, and on both a durable commit costs more than the statements of a send. So
+//! sends are not committed one by one: they queue to one writer task, which runs every send
+//! waiting at that moment in one transaction, with one audit head read and write, and commits
+//! once. Each sender is answered only after that
 //! commit, so nothing is acknowledged before it is durable.
 //!
 //! A batch has no savepoints (each would be two more round trips per send). If any send in it

@@ -246,10 +246,7 @@ impl Store {
     /// own receipt, the attachments claimed, and the audit record, in one transaction. A
     /// repeated idempotency key stores nothing and returns the first message.
     pub async fn send_message(&self, m: &NewMessage, audit_rec: &AuditRecord) -> StoreResult<Sent> {
-        if let Some(group) = &self.group {
-            return group.send(m, audit_rec).await;
-        }
-        crate::send::send_alone(&self.write, m, audit_rec).await
+        self.group.send(m, audit_rec).await
     }
 
     /// Stores a new version of a message. `expected_version` is the version the editor saw

@@ -337,7 +337,7 @@ both_backends!(concurrent_sends_get_gap_free_sequence_numbers, |b: Backend| asyn
 });
 
 both_backends!(a_failing_send_among_concurrent_sends_fails_alone, |b: Backend| async move {
-    // On SQLite concurrent sends are committed together (group commit); one that fails must
+    // Concurrent sends are committed together (group commit); one that fails must
     // fail alone, and the others, their sequence numbers and their audit entries must be intact.
     let s = std::sync::Arc::new(TestServer::start(b).await);
     let o = org(&s, "Riverside").await;

@@ -73,7 +73,13 @@ pub(crate) async fn upgrade(
             "this endpoint speaks the WebSocket protocol only (see docs/realtime.md)",
         )
     })?;
-    Ok(ws.max_message_size(64 * 1024).on_upgrade(move |socket| run(state.app, p, socket)))
+    // Small buffers (the defaults reserve 128 KiB each): frames are small, and an idle socket
+    // should cost kilobytes. A zero write buffer writes each frame out at once.
+    Ok(ws
+        .max_message_size(64 * 1024)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| run(state.app, p, socket)))
 }
 
 async fn close(mut ws: WebSocket, code: u16, reason: &'static str) {

@@ -1,25 +1,23 @@
-//! Writes a synthetic, validly signed audit export of N entries, to measure the offline
-//! verifier: `cargo run --release -p haven-audit --example synthetic_export -- 1000000 FILE`,
-//! then `time haven audit verify FILE`.
+//! A synthetic, validly signed export of any size, to measure the offline verifier (the
+//! benchmark tool's `audit` scenario) without first recording a million actions. Entries are
+//! shaped like real sign-in records (about 400 bytes), signed by a fixed test key, with a
+//! checkpoint every 100,000 entries and one at the end.
 
 use std::io::Write;
 
-use haven_audit::checkpoint::{Checkpoint, NoteSigner};
-use haven_audit::export;
-use haven_audit::merkle::{Frontier, leaf_hash};
+use crate::checkpoint::{Checkpoint, NoteSigner};
+use crate::export;
+use crate::merkle::{Frontier, leaf_hash};
 
-fn main() -> std::io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
-    let path = args.next().unwrap_or_else(|| "synthetic-audit-export.txt".into());
+/// Writes `n` entries and their checkpoints to `out`; `progress` is called with the entries
+/// written so far. Returns the number of checkpoints.
+pub fn write(n: u64, out: &mut impl Write, progress: &mut dyn FnMut(u64)) -> std::io::Result<usize> {
     let origin = "haven.bench/audit";
-    let signer = NoteSigner::new(origin, &[42; 32]).expect("valid origin");
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+    let signer = NoteSigner::new(origin, &[42; 32]).expect("a valid origin");
     out.write_all(export::header(origin, &signer.verifier_key()).as_bytes())?;
     let mut f = Frontier::new();
     let mut notes = Vec::new();
     for seq in 1..=n {
-        // Shaped like a real sign-in record (about 400 bytes).
         let json = format!(
             concat!(
                 r#"{{"seq":{},"time":{},"org_id":"39b786e8-1599-4687-af14-7f714dcd4a43","event_type":"user-authentication","#,
@@ -37,12 +35,12 @@ fn main() -> std::io::Result<()> {
         out.write_all(export::entry_line(seq, &leaf, &json).as_bytes())?;
         if seq % 100_000 == 0 || seq == n {
             notes.push(signer.sign(&Checkpoint { origin: origin.into(), size: seq, root: f.root() }));
+            progress(seq);
         }
     }
     for note in &notes {
         out.write_all(export::checkpoint_line(note).as_bytes())?;
     }
     out.flush()?;
-    println!("wrote {n} entries and {} checkpoints to {path}", notes.len());
-    Ok(())
+    Ok(notes.len())
 }
