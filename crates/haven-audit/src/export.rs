@@ -90,12 +90,143 @@ fn err(line: usize, seq: Option<u64>, reason: impl Into<String>) -> VerifyError 
     VerifyError { line, seq, reason: reason.into() }
 }
 
+/// Entry lines checked together: each batch is split across the cores (hashing and parsing
+/// are independent per entry) while the next batch is read, then its results are taken in
+/// order.
+const BATCH: usize = 32_768;
+
+/// What one entry line yields: its leaf and, for a full entry, its time.
+type Checked = (Hash, Option<i64>);
+
+/// A part of a batch, checked: the results (with their line numbers) up to its first error, and
+/// that error.
+type Part = (Vec<(usize, Checked)>, Option<VerifyError>);
+
+/// Checks one entry line (`e` or `h`) that should be number `seq`.
+fn check_entry(n: usize, seq: u64, line: &str) -> Result<Checked, VerifyError> {
+    let (kind, rest) = line.split_once(' ').ok_or_else(|| err(n, None, "malformed line"))?;
+    let (found, payload) = rest.split_once(' ').ok_or_else(|| err(n, None, "malformed entry line"))?;
+    let found: u64 = found.parse().map_err(|_| err(n, None, "malformed sequence number"))?;
+    if found != seq {
+        return Err(err(n, Some(seq), format!("sequence gap or reordering: found {found}, expected {seq}")));
+    }
+    if kind == "h" {
+        let leaf = HEXLOWER
+            .decode(payload.as_bytes())
+            .ok()
+            .and_then(|v| Hash::try_from(v).ok())
+            .ok_or_else(|| err(n, Some(seq), "malformed leaf hash"))?;
+        return Ok((leaf, None));
+    }
+    let (recorded, payload) =
+        payload.split_once(' ').ok_or_else(|| err(n, Some(seq), "malformed entry line"))?;
+    let head: EntryHead = serde_json::from_str(payload)
+        .map_err(|_| err(n, Some(seq), "the entry is not valid canonical JSON"))?;
+    if head.seq != seq {
+        return Err(err(n, Some(seq), format!("the entry says it is number {}", head.seq)));
+    }
+    let leaf = leaf_hash(payload.as_bytes());
+    let mut hex = [0u8; 64];
+    HEXLOWER.encode_mut(&leaf, &mut hex);
+    if hex[..] != *recorded.as_bytes() {
+        return Err(err(
+            n,
+            Some(seq),
+            "the entry does not match the hash recorded when it was logged: it was altered",
+        ));
+    }
+    Ok((leaf, Some(head.time)))
+}
+
+fn check_part(first_seq: u64, part: Vec<(usize, String)>) -> Part {
+    let mut ok = Vec::with_capacity(part.len());
+    for (i, (n, line)) in part.iter().enumerate() {
+        match check_entry(*n, first_seq + i as u64, line) {
+            Ok(c) => ok.push((*n, c)),
+            Err(e) => return (ok, Some(e)),
+        }
+    }
+    (ok, None)
+}
+
+/// The entries checked so far, and the batch being checked while the next one is read.
+struct Entries {
+    leaves: Vec<Hash>,
+    last_time: i64,
+    full: u64,
+    dispatched: u64,
+    in_flight: Vec<std::thread::JoinHandle<Part>>,
+}
+
+impl Entries {
+    fn new() -> Self {
+        Self { leaves: Vec::new(), last_time: i64::MIN, full: 0, dispatched: 0, in_flight: Vec::new() }
+    }
+
+    /// Starts checking `batch` on one thread per core, then takes the results of the batch
+    /// before it. Results are taken in line order, so the error reported is always the first
+    /// bad line's.
+    fn dispatch(
+        &mut self,
+        batch: Vec<(usize, String)>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), VerifyError> {
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        let per = batch.len().div_ceil(workers).max(1);
+        let mut rest = batch;
+        let mut handles = Vec::with_capacity(workers);
+        while !rest.is_empty() {
+            let tail = rest.split_off(per.min(rest.len()));
+            let part = std::mem::replace(&mut rest, tail);
+            let first_seq = self.dispatched + 1;
+            self.dispatched += part.len() as u64;
+            handles.push(std::thread::spawn(move || check_part(first_seq, part)));
+        }
+        let previous = std::mem::replace(&mut self.in_flight, handles);
+        self.take(previous, progress)
+    }
+
+    /// Takes the results of the batch in flight.
+    fn finish(&mut self, progress: &mut dyn FnMut(u64)) -> Result<(), VerifyError> {
+        let last = std::mem::take(&mut self.in_flight);
+        self.take(last, progress)
+    }
+
+    fn take(
+        &mut self,
+        handles: Vec<std::thread::JoinHandle<Part>>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), VerifyError> {
+        if handles.is_empty() {
+            return Ok(());
+        }
+        for h in handles {
+            let (ok, failed) = h.join().expect("a verifier thread panicked");
+            for (n, (leaf, time)) in ok {
+                if let Some(time) = time {
+                    if time < self.last_time {
+                        return Err(err(n, Some(self.leaves.len() as u64 + 1), "time goes backwards"));
+                    }
+                    self.last_time = time;
+                    self.full += 1;
+                }
+                self.leaves.push(leaf);
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        progress(self.leaves.len() as u64);
+        Ok(())
+    }
+}
+
 /// Verifies an export read from `input`. `trusted_key` is the verifier key the auditor got
 /// from the server out of band: a file signed by any other key is refused (without it, the
 /// key in the file is used, and a forger who re-signs everything with a key of their own would
 /// pass). `kept` is a checkpoint note the auditor saved earlier (it must be signed by the same
 /// key and be consistent with this log). `progress` is called with the number of entries read
-/// so far, every 65,536 entries.
+/// so far, every 32,768 entries.
 pub fn verify(
     input: impl BufRead,
     trusted_key: Option<&str>,
@@ -131,62 +262,25 @@ pub fn verify(
     }
 
     let mut checkpoints: Vec<(usize, Checkpoint)> = Vec::new();
-    let mut last_time = i64::MIN;
-    let mut full = 0u64;
-    let mut leaves: Vec<Hash> = Vec::new();
+    let mut entries = Entries::new();
+    let mut batch: Vec<(usize, String)> = Vec::with_capacity(BATCH);
     let mut in_checkpoints = false;
     for (n, line) in lines {
         let line = line.map_err(|e| err(n, None, format!("unreadable: {e}")))?;
         let (kind, rest) = line.split_once(' ').ok_or_else(|| err(n, None, "malformed line"))?;
         match kind {
             "e" | "h" if !in_checkpoints => {
-                let (seq, payload) =
-                    rest.split_once(' ').ok_or_else(|| err(n, None, "malformed entry line"))?;
-                let seq: u64 = seq.parse().map_err(|_| err(n, None, "malformed sequence number"))?;
-                let expected = leaves.len() as u64 + 1;
-                if seq != expected {
-                    return Err(err(
-                        n,
-                        Some(expected),
-                        format!("sequence gap or reordering: found {seq}, expected {expected}"),
-                    ));
-                }
-                let leaf = if kind == "e" {
-                    let (recorded, payload) =
-                        payload.split_once(' ').ok_or_else(|| err(n, Some(seq), "malformed entry line"))?;
-                    let head: EntryHead = serde_json::from_str(payload)
-                        .map_err(|_| err(n, Some(seq), "the entry is not valid canonical JSON"))?;
-                    if head.seq != seq {
-                        return Err(err(n, Some(seq), format!("the entry says it is number {}", head.seq)));
-                    }
-                    if head.time < last_time {
-                        return Err(err(n, Some(seq), "time goes backwards"));
-                    }
-                    last_time = head.time;
-                    full += 1;
-                    let leaf = leaf_hash(payload.as_bytes());
-                    if HEXLOWER.encode(&leaf) != recorded {
-                        return Err(err(
-                            n,
-                            Some(seq),
-                            "the entry does not match the hash recorded when it was logged: it was altered",
-                        ));
-                    }
-                    leaf
-                } else {
-                    HEXLOWER
-                        .decode(payload.as_bytes())
-                        .ok()
-                        .and_then(|v| Hash::try_from(v).ok())
-                        .ok_or_else(|| err(n, Some(seq), "malformed leaf hash"))?
-                };
-                leaves.push(leaf);
-                if seq.is_multiple_of(65_536) {
-                    progress(seq);
+                batch.push((n, line));
+                if batch.len() == BATCH {
+                    entries.dispatch(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), progress)?;
                 }
             }
             "c" => {
-                in_checkpoints = true;
+                if !in_checkpoints {
+                    entries.dispatch(std::mem::take(&mut batch), progress)?;
+                    entries.finish(progress)?;
+                    in_checkpoints = true;
+                }
                 let note = BASE64
                     .decode(rest.as_bytes())
                     .ok()
@@ -198,6 +292,9 @@ pub fn verify(
             _ => return Err(err(n, None, "unexpected line (entries must come before checkpoints)")),
         }
     }
+    entries.dispatch(batch, progress)?;
+    entries.finish(progress)?;
+    let Entries { leaves, full, .. } = entries;
     let size = leaves.len() as u64;
     progress(size);
     let kept = match kept {
