@@ -13,6 +13,7 @@ pub mod password;
 pub mod patient;
 pub mod roles;
 pub mod session;
+pub mod texting;
 pub mod throttle;
 pub mod user;
 pub mod validation;
