@@ -86,6 +86,21 @@ pub async fn sign_in(
     Ok(out)
 }
 
+/// Resumes a fresh socket with no backfill (live events only) and waits for `ready`.
+pub async fn resume_live<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> anyhow::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(Message::text(json!({"op": "resume", "positions": {}, "backfill": false}).to_string())).await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("\"ready\"") => return Ok(()),
+            Some(Ok(_)) => continue,
+            _ => bail!("the socket closed before ready"),
+        }
+    }
+}
+
 /// Opens a socket for `token` and resumes with no backfill; frames go to `on_event`.
 pub async fn open_socket(
     base: &str,
@@ -95,14 +110,7 @@ pub async fn open_socket(
     let mut req = format!("{}/api/v1/ws", base.replace("http://", "ws://")).into_client_request()?;
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
-    ws.send(Message::text(json!({"op": "resume", "positions": {}, "backfill": false}).to_string())).await?;
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains("\"ready\"") => break,
-            Some(Ok(_)) => continue,
-            _ => bail!("the socket closed before ready"),
-        }
-    }
+    resume_live(&mut ws).await?;
     Ok(tokio::spawn(async move {
         while let Some(Ok(msg)) = ws.next().await {
             if let Message::Text(t) = msg

@@ -10,9 +10,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -62,14 +61,7 @@ async fn idle_socket(server: SocketAddr, source: Ipv4Addr, url: String, token: S
     // Small buffers: the tool holds as many sockets as the server.
     let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(config)).await?;
-    ws.send(Message::text(json!({"op": "resume", "positions": {}, "backfill": false}).to_string())).await?;
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains("\"ready\"") => break,
-            Some(Ok(_)) => continue,
-            _ => bail!("the socket closed before ready"),
-        }
-    }
+    crate::chat::resume_live(&mut ws).await?;
     tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
     Ok(())
 }

@@ -99,7 +99,8 @@ fn hash_from(bytes: Vec<u8>) -> StoreResult<Hash> {
 /// Appends `rec` on `conn`, which must be inside the caller's transaction.
 pub(crate) async fn append(conn: &mut AnyConnection, rec: &AuditRecord, now: Timestamp) -> StoreResult<i64> {
     let mut log = Appender::load(conn).await?;
-    let seq = log.append(conn, rec, now).await?;
+    log.append_many(conn, &[(rec, now)]).await?;
+    let seq = log.size;
     log.finish(conn).await?;
     Ok(seq)
 }
@@ -126,18 +127,7 @@ impl Appender {
         Ok(Self { size, last_time: get(&head, "last_time")?, frontier })
     }
 
-    /// Writes `rec` as the next entry; time never goes backwards in the log.
-    pub(crate) async fn append(
-        &mut self,
-        conn: &mut AnyConnection,
-        rec: &AuditRecord,
-        now: Timestamp,
-    ) -> StoreResult<i64> {
-        self.append_many(conn, &[(rec, now)]).await?;
-        Ok(self.size)
-    }
-
-    /// Writes the records as the next entries, in order, with one insert for the entries and
+    /// Writes the records as the next entries, in order (time never goes backwards in the log), with one insert for the entries and
     /// one for their search index.
     pub(crate) async fn append_many(
         &mut self,

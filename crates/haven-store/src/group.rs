@@ -2,8 +2,8 @@
 //! head's row lock, and on both a durable commit costs more than the statements of a send. So
 //! sends are not committed one by one: they queue to one writer task, which runs every send
 //! waiting at that moment in one transaction, with one audit head read and write, and commits
-//! once. Each sender is answered only after that
-//! commit, so nothing is acknowledged before it is durable.
+//! once. Each sender is answered only after that commit, so nothing is acknowledged before it
+//! is durable.
 //!
 //! A batch has no savepoints (each would be two more round trips per send). If any send in it
 //! fails, or the batch cannot begin, the whole batch is rolled back and every send in it is run
@@ -15,7 +15,6 @@ use haven_domain::audit::AuditRecord;
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::Appender;
 use crate::messages::{NewMessage, Sent};
 use crate::send::{send_alone, send_batch};
 use crate::{StoreError, StoreResult};
@@ -73,22 +72,11 @@ async fn writer(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
 /// unanswered and with nothing written, when the batch has to be rerun one send at a time.
 async fn run_batch(pool: &AnyPool, batch: Vec<Job>) -> Vec<Job> {
     let Ok(mut tx) = pool.begin().await else { return batch };
-    let mut log = match Appender::load(&mut tx).await {
-        Ok(log) => log,
-        Err(_) => return batch,
-    };
     let jobs: Vec<(&NewMessage, &AuditRecord)> = batch.iter().map(|j| (&j.message, &j.audit)).collect();
-    let results = match send_batch(&mut tx, &jobs, &mut log).await {
-        Ok(results) => results,
-        Err(_) => {
-            let _ = tx.rollback().await;
-            return batch;
-        }
-    };
-    if log.finish(&mut tx).await.is_err() {
+    let Ok(results) = send_batch(&mut tx, &jobs).await else {
         let _ = tx.rollback().await;
         return batch;
-    }
+    };
     match tx.commit().await {
         Ok(()) => {
             for (job, sent) in batch.into_iter().zip(results) {

@@ -33,22 +33,20 @@ pub(crate) fn placeholders(rows: usize, cols: usize, first: usize) -> String {
 /// One send in its own transaction.
 pub(crate) async fn send_alone(pool: &AnyPool, m: &NewMessage, audit: &AuditRecord) -> StoreResult<Sent> {
     let mut tx = pool.begin().await?;
-    let mut log = Appender::load(&mut tx).await?;
-    let sent = send_batch(&mut tx, &[(m, audit)], &mut log).await?.remove(0);
-    log.finish(&mut tx).await?;
+    let sent = send_batch(&mut tx, &[(m, audit)]).await?.remove(0);
     tx.commit().await?;
     Ok(sent)
 }
 
 /// Stores every send of `batch`, in order, inside the caller's transaction, appending their
-/// audit records to `log`. Fails as a whole (the caller rolls back) if any send is refused: not
+/// audit records (the audit head is read and locked once, and written once). Fails as a whole (the caller rolls back) if any send is refused: not
 /// a current member (NotFound), attachments not the sender's own unsent uploads to that
 /// conversation (Conflict "attachments").
 pub(crate) async fn send_batch(
     c: &mut AnyConnection,
     batch: &[(&NewMessage, &AuditRecord)],
-    log: &mut Appender,
 ) -> StoreResult<Vec<Sent>> {
+    let mut log = Appender::load(c).await?;
     let members = current_members_of(c, batch).await?;
     for (m, _) in batch {
         let ok = members
@@ -81,6 +79,7 @@ pub(crate) async fn send_batch(
     insert_rows(c, batch, &fresh, &seqs).await?;
     let recs: Vec<_> = fresh.iter().map(|i| (batch[*i].1, batch[*i].0.now)).collect();
     log.append_many(c, &recs).await?;
+    log.finish(c).await?;
 
     let mut out: Vec<Option<Sent>> = vec![None; batch.len()];
     for (i, seq) in fresh.iter().zip(&seqs) {

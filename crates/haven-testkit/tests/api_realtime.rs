@@ -356,6 +356,41 @@ both_backends!(canary_is_never_stored_readably, |b: Backend| async move {
     s.stop().await;
 });
 
+/// A second node (its own `App` and hub) on the test server's database, and `token`'s principal
+/// there.
+async fn second_node(s: &TestServer, token: &str) -> (haven_app::App, haven_app::Principal) {
+    let store = haven_store::Store::open(s.db.url(), &haven_store::StoreOptions::default()).await.unwrap();
+    let entropy: std::sync::Arc<std::sync::Mutex<dyn haven_domain::Entropy + Send>> =
+        std::sync::Arc::new(std::sync::Mutex::new(haven_app::OsEntropy));
+    let settings = haven_app::AppSettings {
+        argon2: haven_crypto::password::Argon2Cost { memory_kib: 1024, iterations: 1, parallelism: 1 },
+        ..Default::default()
+    };
+    let node = haven_app::App::new(
+        store,
+        haven_testkit::test_keys(),
+        s.db.blobs(),
+        settings,
+        std::sync::Arc::new(s.clock.clone()),
+        entropy,
+    )
+    .unwrap();
+    let p = node.authenticate(token, &haven_app::RequestMeta::default()).await.unwrap();
+    (node, p)
+}
+
+/// An urgent text message to send through the app.
+fn text(key: &str, body: &str) -> haven_app::messaging::SendMessage {
+    haven_app::messaging::SendMessage {
+        idempotency_key: key.into(),
+        body: body.into(),
+        content_type: haven_domain::messaging::ContentType::Text,
+        priority: haven_domain::messaging::Priority::Urgent,
+        expires_at: None,
+        attachments: vec![],
+    }
+}
+
 both_backends!(a_hint_from_another_node_delivers_the_event_from_the_database, |b: Backend| async move {
     use haven_app::realtime::{BusMessage, Outbound};
     let s = TestServer::start(b).await;
@@ -369,32 +404,9 @@ both_backends!(a_hint_from_another_node_delivers_the_event_from_the_database, |b
     assert!(backlog.is_empty());
     // A second node on the same database, with its own hub: its sends do not reach this node's
     // sockets except through the bus.
-    let store = haven_store::Store::open(s.db.url(), &haven_store::StoreOptions::default()).await.unwrap();
-    let entropy: std::sync::Arc<std::sync::Mutex<dyn haven_domain::Entropy + Send>> =
-        std::sync::Arc::new(std::sync::Mutex::new(haven_app::OsEntropy));
-    let settings = haven_app::AppSettings {
-        argon2: haven_crypto::password::Argon2Cost { memory_kib: 1024, iterations: 1, parallelism: 1 },
-        ..Default::default()
-    };
-    let node2 = haven_app::App::new(
-        store,
-        haven_testkit::test_keys(),
-        s.db.blobs(),
-        settings,
-        std::sync::Arc::new(s.clock.clone()),
-        entropy,
-    )
-    .unwrap();
-    let p = node2.authenticate(&alice, &haven_app::RequestMeta::default()).await.unwrap();
+    let (node2, p) = second_node(&s, &alice).await;
     assert_eq!(p.user.id, alice_u.id);
-    let input = haven_app::messaging::SendMessage {
-        idempotency_key: "n2".into(),
-        body: "sent on node 2".into(),
-        content_type: haven_domain::messaging::ContentType::Text,
-        priority: haven_domain::messaging::Priority::Urgent,
-        expires_at: None,
-        attachments: vec![],
-    };
+    let input = text("n2", "sent on node 2");
     let (ev, _) = node2.send_message(&p, conv, input).await.unwrap();
     // What a NATS bus would carry to this node: ids only.
     s.app.hub().apply(BusMessage::Deliver {
@@ -422,44 +434,15 @@ both_backends!(
         assert!(backlog.is_empty());
         // A second node on the same database, with its own hub: its sends do not reach this node's
         // sockets except through the bus.
-        let store =
-            haven_store::Store::open(s.db.url(), &haven_store::StoreOptions::default()).await.unwrap();
-        let entropy: std::sync::Arc<std::sync::Mutex<dyn haven_domain::Entropy + Send>> =
-            std::sync::Arc::new(std::sync::Mutex::new(haven_app::OsEntropy));
-        let settings = haven_app::AppSettings {
-            argon2: haven_crypto::password::Argon2Cost { memory_kib: 1024, iterations: 1, parallelism: 1 },
-            ..Default::default()
-        };
-        let node2 = haven_app::App::new(
-            store,
-            haven_testkit::test_keys(),
-            s.db.blobs(),
-            settings,
-            std::sync::Arc::new(s.clock.clone()),
-            entropy,
-        )
-        .unwrap();
-        let p = node2.authenticate(&alice, &haven_app::RequestMeta::default()).await.unwrap();
+        let (node2, p) = second_node(&s, &alice).await;
         assert_eq!(p.user.id, alice_u.id);
-        let input = haven_app::messaging::SendMessage {
-            idempotency_key: "n2".into(),
-            body: "sent on node 2".into(),
-            content_type: haven_domain::messaging::ContentType::Text,
-            priority: haven_domain::messaging::Priority::Urgent,
-            expires_at: None,
-            attachments: vec![],
-        };
         // Four messages stored on node 2 (seqs 2..=5); this node's socket hears of them only as
         // the bus brings them. The frames carry a marker the database does not have, so what the
         // socket delivers shows where it came from.
         let mut frames = Vec::new();
         for n in 2..=5 {
-            let input = haven_app::messaging::SendMessage {
-                idempotency_key: format!("k{n}"),
-                body: format!("db {n}"),
-                ..input.clone()
-            };
-            let (mut ev, _) = node2.send_message(&p, conv, input).await.unwrap();
+            let (mut ev, _) =
+                node2.send_message(&p, conv, text(&format!("k{n}"), &format!("db {n}"))).await.unwrap();
             assert_eq!(ev.seq, n);
             ev.message.as_mut().unwrap().body = Some(format!("bus {n}"));
             frames.push(haven_app::messaging::event_frame(&ev));
