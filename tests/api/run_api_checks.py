@@ -81,6 +81,26 @@ def check_fhir_export(base: str, token: str) -> None:
     seqs = [json.loads(line)["seq"] for line in lines]
     assert seqs == sorted(seqs), "JSON Lines export is in log order"
     print(f"FHIR export: {len(resources)} AuditEvents validated by fhir.resources; JSON Lines: {len(lines)} lines", flush=True)
+    check_consent_export(base, token)
+
+
+def check_consent_export(base: str, token: str) -> None:
+    """The consent ledger's export: a Bundle of FHIR Consent resources (the demo's two patients
+    consented to two purposes each at the front desk)."""
+    from fhir.resources.R4B.bundle import Bundle
+    from fhir.resources.R4B.consent import Consent
+
+    _, body = get(base, "/api/v1/consent/export", token)
+    data = json.loads(body)
+    Bundle.model_validate(data)
+    resources = [e["resource"] for e in data["entry"]]
+    assert len(resources) == 4, f"expected the demo's 4 consent entries, got {len(resources)}"
+    for r in resources:
+        consent = Consent.model_validate(r)
+        assert consent.status == "active" and consent.provision.type == "permit"
+        assert consent.patient.reference.startswith("Patient/")
+        assert consent.sourceAttachment.data, "the wording shown is kept"
+    print(f"Consent export: {len(resources)} Consents validated by fhir.resources", flush=True)
 
 
 def main() -> int:

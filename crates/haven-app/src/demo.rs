@@ -49,6 +49,58 @@ impl App {
 }
 
 impl App {
+    /// Demo patients registered at the front desk, who agreed to care texts and reminders there
+    /// or in person (the exact wording is kept as evidence); one prefers Spanish. Fictitious
+    /// numbers (555-01xx). The demo has no SMS gateway: an administrator sets one up.
+    async fn seed_demo_patients(&self, p: &crate::Principal) -> AppResult<()> {
+        use haven_domain::patient::PatientDetails;
+        use haven_domain::sms::{ConsentSource, ConsentState, Purpose};
+        let date =
+            |s: &str| s.parse::<jiff::civil::Date>().map_err(|_| AppError::Internal("demo date".into()));
+        let patients = [
+            (
+                "DEMO-1001",
+                "Jordan Rivers",
+                "1958-03-14",
+                "+12025550143",
+                "en",
+                "America/New_York",
+                ConsentSource::FrontDesk,
+            ),
+            (
+                "DEMO-1002",
+                "Lucía Fernández",
+                "1990-11-02",
+                "+13055550178",
+                "es",
+                "America/New_York",
+                ConsentSource::InPerson,
+            ),
+        ];
+        for (mrn, name, dob, phone, language, zone, source) in patients {
+            let details = PatientDetails {
+                mrn: mrn.into(),
+                name: name.into(),
+                date_of_birth: date(dob)?,
+                phone: Some(phone.into()),
+                language: language.into(),
+                time_zone: Some(zone.into()),
+            };
+            let patient = self.create_patient(p, details).await?;
+            let change = crate::texting::ConsentChange {
+                purposes: vec![Purpose::Care, Purpose::AppointmentReminder],
+                state: ConsentState::Granted,
+                source,
+                wording:
+                    "May Riverside Clinic text you when a secure message or appointment reminder is waiting? \
+                          Msg&data rates may apply. Reply HELP for help, STOP to opt out."
+                        .into(),
+            };
+            self.record_consent(p, patient.id, change).await?;
+        }
+        Ok(())
+    }
+
     /// Creates the demo organisation unless it exists. Returns the accounts' credentials when
     /// it was created now, `None` when it was already there.
     pub async fn seed_demo(&self) -> AppResult<Option<Vec<DemoAccount>>> {
@@ -85,6 +137,10 @@ impl App {
             let code = secret.code_at(u64::try_from(self.now().as_second()).unwrap_or(0));
             let done = self.confirm_enrolment(&ctx, Secret::new(code)).await?;
             let active = self.session(done.session.token.expose(), &meta).await?;
+            if role == Role::FrontDesk {
+                let p = self.authenticate(done.session.token.expose(), &meta).await?;
+                self.seed_demo_patients(&p).await?;
+            }
             self.logout(&active).await?;
             out.push(DemoAccount {
                 username: username.into(),

@@ -10,12 +10,16 @@ pub mod attachments;
 pub mod audit;
 pub mod audit_fhir;
 pub mod auth;
+pub mod consent_fhir;
 pub mod demo;
 mod error;
 pub mod keys;
 pub mod messaging;
+pub mod outbox;
+pub mod patient_link;
 pub mod patients;
 pub mod realtime;
+pub mod texting;
 pub mod views;
 
 use std::collections::HashMap;
@@ -80,6 +84,10 @@ pub struct AppSettings {
     pub max_attachment_bytes: usize,
     /// Frames queued per WebSocket before a slow client is disconnected (to resume).
     pub socket_queue: usize,
+    /// This server's address as patients and providers reach it (secure links, webhook URLs).
+    pub public_url: String,
+    /// Patient texting: quiet hours, caps, link lifetime.
+    pub texting: texting::TextingSettings,
 }
 
 impl Default for AppSettings {
@@ -96,6 +104,8 @@ impl Default for AppSettings {
             message_limits: MessageLimits::default(),
             max_attachment_bytes: 25 * 1024 * 1024,
             socket_queue: 256,
+            public_url: "https://127.0.0.1:8443".into(),
+            texting: texting::TextingSettings::default(),
         }
     }
 }
@@ -213,6 +223,7 @@ pub struct App {
     blobs: Arc<dyn BlobStore>,
     hub: Arc<Hub>,
     bus: Arc<dyn Bus>,
+    texting: Arc<outbox::TextingRuntime>,
 }
 
 impl std::fmt::Debug for App {
@@ -254,6 +265,7 @@ impl App {
             blobs,
             bus: Arc::new(LocalBus(hub.clone())),
             hub,
+            texting: Arc::default(),
         })
     }
 

@@ -117,6 +117,7 @@ impl App {
         let id = self.new_id(|r| PatientId::random(r));
         let org_key = self.org_key(org).await?;
         let (key, wrapped) = self.new_data_key(&org_key, org, "patient", id);
+        let phone_index = d.phone.as_deref().map(|ph| Self::phone_index(&org_key, org, ph));
         let sealed = SealedDetails {
             mrn: d.mrn.clone(),
             name: d.name,
@@ -142,14 +143,20 @@ impl App {
         let rec = self
             .record(Some(org), PATIENT, "patient-create", AuditAction::C, AuditOutcome::Success, p.agent())
             .entity("patient", id);
-        self.store.create_patient(&record, &Self::mrn_index(&org_key, org, &d.mrn), &rec).await.map_err(
-            |e| match e {
+        self.store
+            .create_patient(
+                &record,
+                &Self::mrn_index(&org_key, org, &d.mrn),
+                phone_index.as_ref().map(|i| i.as_slice()),
+                &rec,
+            )
+            .await
+            .map_err(|e| match e {
                 haven_store::StoreError::Conflict(_) => {
                     AppError::Conflict("mrn_taken", "a patient with this MRN is already registered".into())
                 }
                 e => e.into(),
-            },
-        )?;
+            })?;
         self.open_patient(&org_key, &record)
     }
 

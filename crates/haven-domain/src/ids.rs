@@ -96,6 +96,22 @@ id_type!(
     /// An attachment.
     AttachmentId
 );
+id_type!(
+    /// An outbound text in the outbox.
+    TextId
+);
+id_type!(
+    /// An inbound text.
+    InboundTextId
+);
+id_type!(
+    /// One entry of the consent ledger.
+    ConsentId
+);
+id_type!(
+    /// A secure link sent to a patient.
+    LinkId
+);
 
 #[cfg(test)]
 mod tests {

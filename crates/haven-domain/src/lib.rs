@@ -13,12 +13,16 @@ pub mod password;
 pub mod patient;
 pub mod roles;
 pub mod session;
+pub mod sms;
 pub mod texting;
 pub mod throttle;
 pub mod user;
 pub mod validation;
 
-pub use ids::{AttachmentId, ConversationId, MessageId, OrgId, PatientId, SessionId, UserId};
+pub use ids::{
+    AttachmentId, ConsentId, ConversationId, InboundTextId, LinkId, MessageId, OrgId, PatientId, SessionId,
+    TextId, UserId,
+};
 pub use validation::ValidationError;
 
 /// A source of random bytes. Production code passes the operating system's CSPRNG;

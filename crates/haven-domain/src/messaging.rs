@@ -111,6 +111,7 @@ macro_rules! stable_names {
         }
     };
 }
+pub(crate) use stable_names;
 
 stable_names!(ConversationKind { Direct => "direct", Group => "group", Patient => "patient" });
 stable_names!(Priority { Routine => "routine", Urgent => "urgent", Stat => "stat" });

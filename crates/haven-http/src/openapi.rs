@@ -9,7 +9,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema};
 
 use crate::error::Problem;
-use crate::routes::{attachments, audit, auth, conversations, org, patients, system, users, ws};
+use crate::routes::{attachments, audit, auth, conversations, org, patients, system, texting, users, ws};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +30,8 @@ use crate::routes::{attachments, audit, auth, conversations, org, patients, syst
         conversations::remove_member, conversations::send, conversations::events, conversations::edit,
         conversations::recall, conversations::versions, conversations::receipts, conversations::mark,
         attachments::upload, attachments::download, ws::upgrade,
+        texting::set_gateway, texting::get_gateway, texting::set_template, texting::consent,
+        texting::record_consent, texting::texts, texting::text_patient, texting::export,
     ),
     components(schemas(Problem, audit::ExportFormatParam)),
     modifiers(&Security),
@@ -40,6 +42,7 @@ use crate::routes::{attachments, audit, auth, conversations, org, patients, syst
         (name = "organization", description = "Organisation policy and roles"),
         (name = "messaging", description = "Conversations, messages, history, receipts, attachments, the real-time socket"),
         (name = "patients", description = "Patient records"),
+        (name = "texting", description = "Patient texting: the SMS gateway, templates, consent ledger, texts with secure links"),
         (name = "audit", description = "The tamper-evident audit trail: search, checkpoints, proofs"),
         (name = "system", description = "Health, readiness, metrics"),
     )

@@ -11,12 +11,14 @@ pub mod blob;
 mod conversations;
 mod group;
 mod identity;
+mod links;
 mod messages;
 mod migrate;
 mod patients;
 mod rows;
 mod send;
 mod sessions;
+mod texting;
 mod throttle;
 
 use std::path::Path;
@@ -33,9 +35,11 @@ pub use conversations::{
     StoredEvent,
 };
 pub use identity::{LoginCandidate, NewUser, SealedTotp, UserPage};
+pub use links::{NewPatientSession, StoredLink};
 pub use messages::{MessageChange, NewAttachment, NewMessage, Sent, StoredAttachment, StoredMessage};
 pub use patients::{StoredOrgKey, StoredPatient};
 pub use sessions::{MfaProof, NewSession, SessionRecord, SessionSummary};
+pub use texting::{ConsentRow, InboundPlan, NewInbound, NewLink, NewText, StoredGateway, StoredText};
 
 /// Storage errors: few, so callers can act on them.
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +221,23 @@ impl Store {
         let mut tx = self.write.begin().await?;
         let out = work(&mut tx).await?;
         audit::append(&mut tx, audit_rec, now).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Like [`Store::audited`], with several audit records appended in order.
+    pub(crate) async fn audited_many<T>(
+        &self,
+        audit_recs: &[AuditRecord],
+        now: Timestamp,
+        work: impl AsyncFnOnce(&mut AnyConnection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut tx = self.write.begin().await?;
+        let out = work(&mut tx).await?;
+        let mut log = audit::Appender::load(&mut tx).await?;
+        let recs: Vec<_> = audit_recs.iter().map(|a| (a, now)).collect();
+        log.append_many(&mut tx, &recs).await?;
+        log.finish(&mut tx).await?;
         tx.commit().await?;
         Ok(out)
     }

@@ -116,17 +116,18 @@ impl Store {
     }
 
     /// Stores a patient; Conflict("mrn") if the organisation already has that MRN.
-    #[allow(clippy::too_many_arguments)]
+    /// The phone's blind index lets inbound texts find the patient.
     pub async fn create_patient(
         &self,
         patient: &StoredPatient,
         mrn_index: &[u8],
+        phone_index: Option<&[u8]>,
         audit_rec: &AuditRecord,
     ) -> StoreResult<()> {
         self.audited(audit_rec, patient.created_at, async |c| {
             sqlx::query(
-                "INSERT INTO patients (id, org_id, mrn_index, data_key, sealed, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                "INSERT INTO patients (id, org_id, mrn_index, data_key, sealed, created_at, updated_at, phone_index)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
             )
             .bind(patient.id.to_string())
             .bind(patient.org_id.to_string())
@@ -134,6 +135,7 @@ impl Store {
             .bind(patient.data_key.clone())
             .bind(patient.sealed.clone())
             .bind(ms(patient.created_at))
+            .bind(phone_index.map(<[u8]>::to_vec))
             .execute(&mut *c)
             .await
             .map_err(crate::rows::conflict("mrn"))?;

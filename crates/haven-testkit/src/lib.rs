@@ -6,6 +6,7 @@
 //! each test gets its own database, dropped afterwards.
 
 mod server;
+pub mod twilio;
 
 use std::sync::{Arc, Mutex};
 
@@ -163,6 +164,11 @@ impl TestClock {
     pub fn advance(&self, by: SignedDuration) {
         let mut t = self.0.lock().expect("clock lock");
         *t += by;
+    }
+
+    /// Sets the clock to an instant.
+    pub fn set(&self, at: Timestamp) {
+        *self.0.lock().expect("clock lock") = at;
     }
 
     /// Moves the clock forward by whole seconds.

@@ -70,8 +70,11 @@ impl TestServer {
     ) -> Self {
         let db = TestDb::new(backend).await;
         let store = Store::open(db.url(), &StoreOptions::default()).await.expect("open store");
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", tcp.local_addr().expect("addr"));
         let mut settings = AppSettings {
             argon2: Argon2Cost { memory_kib: 1024, iterations: 1, parallelism: 1 },
+            public_url: base.clone(),
             ..AppSettings::default()
         };
         tweak(&mut settings);
@@ -80,8 +83,6 @@ impl TestServer {
         let app = App::new(store, crate::test_keys(), db.blobs(), settings, Arc::new(clock.clone()), entropy)
             .expect("app");
         let router = haven_http::router(haven_http::HttpState::new(app.clone(), http));
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", tcp.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             haven_http::serve::serve(tcp, None, router, async move {
@@ -99,6 +100,16 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Another application (a second node, or this one after a crash) on the same database,
+    /// clock and keys, with the same settings.
+    pub async fn another_app(&self) -> App {
+        let store = Store::open(self.db.url(), &StoreOptions::default()).await.expect("open store");
+        let entropy: Arc<Mutex<dyn haven_domain::Entropy + Send>> = Arc::new(Mutex::new(OsEntropy));
+        let settings = self.app.settings().clone();
+        App::new(store, crate::test_keys(), self.db.blobs(), settings, Arc::new(self.clock.clone()), entropy)
+            .expect("app")
     }
 
     /// Stops the server gracefully and waits for it.

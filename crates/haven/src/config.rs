@@ -30,6 +30,9 @@ pub struct Conf {
     /// Messaging limits.
     #[config(nested)]
     pub messaging: MessagingConf,
+    /// Patient texting.
+    #[config(nested)]
+    pub texting: TextingConf,
     /// Logging.
     #[config(nested)]
     pub log: LogConf,
@@ -161,6 +164,37 @@ pub struct MessagingConf {
     /// (it reconnects and resumes without loss).
     #[config(env = "HAVEN_MESSAGING_SOCKET_QUEUE", default = 256)]
     pub socket_queue: usize,
+}
+
+/// Patient texting: rules the system enforces for every organisation. Each organisation sets
+/// up its own SMS provider in the admin API.
+#[derive(Debug, Config)]
+pub struct TextingConf {
+    /// This server's address as patients' phones and SMS providers reach it, e.g.
+    /// `https://haven.riverside-clinic.org`. Secure links and webhook URLs are built from it, and
+    /// Twilio's signatures are checked against it. Default: the listener's own address.
+    #[config(env = "HAVEN_TEXTING_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Start of the daily sending window in the patient's local time (HH:MM). Non-urgent texts
+    /// wait until it opens.
+    #[config(env = "HAVEN_TEXTING_WINDOW_START", default = "08:00")]
+    pub window_start: String,
+    /// End of the daily sending window (HH:MM), e.g. 20:00 where a state requires it.
+    #[config(env = "HAVEN_TEXTING_WINDOW_END", default = "21:00")]
+    pub window_end: String,
+    /// Zones patients of unknown zone may be in; the strictest window across them applies.
+    #[config(env = "HAVEN_TEXTING_FALLBACK_ZONES", parse_env = confique::env::parse::list_by_comma,
+        default = ["America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles", "America/Anchorage", "Pacific/Honolulu"])]
+    pub fallback_zones: Vec<String>,
+    /// Texts of one purpose to one number per rolling day.
+    #[config(env = "HAVEN_TEXTING_MAX_PER_DAY", default = 1)]
+    pub max_per_day: u32,
+    /// Texts of one purpose to one number per rolling week.
+    #[config(env = "HAVEN_TEXTING_MAX_PER_WEEK", default = 3)]
+    pub max_per_week: u32,
+    /// How long a secure link works, in hours.
+    #[config(env = "HAVEN_TEXTING_LINK_LIFETIME_HOURS", default = 168)]
+    pub link_lifetime_hours: u32,
 }
 
 /// The tamper-evident audit log.
@@ -360,6 +394,60 @@ impl Conf {
             },
             max_attachment_bytes: m.max_attachment_bytes,
             socket_queue: m.socket_queue,
+            public_url: self.public_url()?,
+            texting: self.texting_settings()?,
+        })
+    }
+
+    fn public_url(&self) -> anyhow::Result<String> {
+        match &self.texting.public_url {
+            Some(u) => {
+                let ok =
+                    (u.starts_with("https://") || u.starts_with("http://")) && !u.contains(['?', '#', ' ']);
+                if !ok {
+                    bail!("texting.public_url: {u:?} must look like https://host[:port][/path]");
+                }
+                Ok(u.trim_end_matches('/').to_owned())
+            }
+            None => {
+                let scheme = if self.server.tls.cert_file.is_some() { "https" } else { "http" };
+                Ok(format!("{scheme}://{}", self.server.bind))
+            }
+        }
+    }
+
+    fn texting_settings(&self) -> anyhow::Result<haven_app::texting::TextingSettings> {
+        let t = &self.texting;
+        let time = |name: &str, v: &str| -> anyhow::Result<jiff::civil::Time> {
+            v.parse().map_err(|_| anyhow::anyhow!("texting.{name}: {v:?} is not a time such as 08:00"))
+        };
+        let window = haven_domain::texting::SendingWindow::new(
+            time("window_start", &t.window_start)?,
+            time("window_end", &t.window_end)?,
+        )
+        .map_err(|e| anyhow::anyhow!("texting.window_start/window_end: {}", e.message))?;
+        let mut zones = Vec::new();
+        for z in &t.fallback_zones {
+            zones.push(
+                jiff::tz::TimeZone::get(z)
+                    .map_err(|_| anyhow::anyhow!("texting.fallback_zones: {z:?} is not an IANA zone"))?,
+            );
+        }
+        if zones.is_empty() {
+            bail!("texting.fallback_zones: name at least one zone");
+        }
+        if t.link_lifetime_hours == 0 || t.link_lifetime_hours > 24 * 30 {
+            bail!("texting.link_lifetime_hours: between 1 and 720");
+        }
+        let cap = |max, hours| haven_domain::texting::FrequencyCap {
+            max,
+            within: jiff::SignedDuration::from_hours(hours),
+        };
+        Ok(haven_app::texting::TextingSettings {
+            window,
+            fallback_zones: zones,
+            caps: vec![cap(t.max_per_day, 24), cap(t.max_per_week, 24 * 7)],
+            link_lifetime: jiff::SignedDuration::from_hours(i64::from(t.link_lifetime_hours)),
         })
     }
 }

@@ -101,6 +101,15 @@ pub async fn serve(conf: &Conf, data_dir: &Path, demo: bool, bind: Option<&str>)
     let router = haven_http::router(haven_http::HttpState::new(app.clone(), http));
     let checkpoints = tokio::spawn(background_duties(app.clone(), conf.audit.checkpoint_interval_seconds));
     let forwarder = forwarder.map(|f| tokio::spawn(f.run(app.clone())));
+    if let Err(e) = app.start_gateways().await {
+        tracing::warn!(error = %e, "SMS gateways could not be started");
+    }
+    // The outbox is durable: stopping the worker mid-send only lets a lease run out, and the
+    // next start reconciles with the provider before sending anything again.
+    let outbox = {
+        let app = app.clone();
+        tokio::spawn(async move { app.run_outbox(std::future::pending()).await })
+    };
     let tcp = tokio::net::TcpListener::bind(listen.bind)
         .await
         .with_context(|| format!("cannot listen on {}", listen.bind))?;
@@ -109,6 +118,7 @@ pub async fn serve(conf: &Conf, data_dir: &Path, demo: bool, bind: Option<&str>)
     println!("Haven is listening on {scheme}://{addr}");
     haven_http::serve::serve(tcp, tls, router, shutdown_signal()).await?;
     checkpoints.abort();
+    outbox.abort();
     if let Some(f) = forwarder {
         f.abort();
     }

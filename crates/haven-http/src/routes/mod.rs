@@ -6,8 +6,11 @@ pub(crate) mod auth;
 pub(crate) mod conversations;
 pub(crate) mod org;
 pub(crate) mod patients;
+pub(crate) mod secure_page;
 pub(crate) mod system;
+pub(crate) mod texting;
 pub(crate) mod users;
+pub(crate) mod webhooks;
 pub(crate) mod ws;
 
 use axum::Router;
@@ -83,5 +86,17 @@ pub(crate) fn routes(attachment_limit: usize) -> Router<HttpState> {
             post(attachments::upload).layer(DefaultBodyLimit::max(attachment_limit.saturating_add(1))),
         )
         .route("/api/v1/attachments/{id}", get(attachments::download))
+        .route("/api/v1/organization/sms-gateway", get(texting::get_gateway).put(texting::set_gateway))
+        .route("/api/v1/organization/sms-templates/{language}", put(texting::set_template))
+        .route("/api/v1/patients/{id}/consent", get(texting::consent).post(texting::record_consent))
+        .route("/api/v1/patients/{id}/texts", get(texting::texts))
+        .route("/api/v1/conversations/{id}/patient-texts", post(texting::text_patient))
+        .route("/api/v1/consent/export", get(texting::export))
+        .route("/webhooks/twilio/{org}/inbound", post(webhooks::twilio_inbound))
+        .route("/p/static/page.css", get(secure_page::css))
+        .route("/p/{token}", get(secure_page::show))
+        .route("/p/{token}/code", post(secure_page::send_code))
+        .route("/p/{token}/verify", post(secure_page::verify))
+        .route("/webhooks/twilio/{org}/status", post(webhooks::twilio_status))
         .route("/api/v1/ws", get(ws::upgrade))
 }
