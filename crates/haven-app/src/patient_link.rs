@@ -5,14 +5,14 @@
 //! patient session. Every open, code, check (passed or failed) is audited.
 
 use haven_crypto::Secret;
+use haven_domain::LinkId;
 use haven_domain::audit::{AuditAction, AuditAgent, AuditOutcome, AuditRecord};
 use haven_domain::sms::{TextKind, system_text, text_language};
-use haven_domain::{LinkId, TextId};
 use haven_store::{NewPatientSession, NewText, StoredLink};
 use jiff::SignedDuration;
 use sha2::{Digest, Sha256};
 
-use crate::texting::{SealedText, TEXTING, normalise_phone};
+use crate::texting::{TEXTING, normalise_phone};
 use crate::{App, AppError, AppResult, RequestMeta};
 
 /// Failed identity checks before a link locks.
@@ -119,18 +119,33 @@ impl App {
         }
     }
 
-    /// Opens a link: what the landing page may show (audited; the link is not used up).
-    pub async fn open_link(&self, token: &str, meta: &RequestMeta) -> AppResult<LinkLanding> {
-        let link = self.link(token).await?;
+    async fn landing(&self, link: &StoredLink) -> AppResult<LinkLanding> {
         let org_key = self.org_key(link.org_id).await?;
         let patient =
             self.open_patient(&org_key, &self.store.patient(link.org_id, link.patient_id).await?)?;
         let org_name = self.store.org(link.org_id).await?.name;
         let help_phone = self.store.sms_gateway(link.org_id).await?.map(|g| g.help_phone).unwrap_or_default();
-        let state = self.link_state(&link);
+        Ok(LinkLanding {
+            org_name,
+            language: text_language(Some(&patient.language)),
+            help_phone,
+            state: self.link_state(link),
+        })
+    }
+
+    /// Opens a link: what the landing page may show (audited; the link is not used up).
+    pub async fn open_link(&self, token: &str, meta: &RequestMeta) -> AppResult<LinkLanding> {
+        let link = self.link(token).await?;
+        let page = self.landing(&link).await?;
         let rec = self.link_record(&link, "link-open", AuditAction::R, AuditOutcome::Success, meta);
         self.store.record_audit(&rec, self.now()).await?;
-        Ok(LinkLanding { org_name, language: text_language(Some(&patient.language)), help_phone, state })
+        Ok(page)
+    }
+
+    /// Where a link stands after a form action on it (the action itself was audited, so this
+    /// read is not recorded as another open).
+    pub async fn link_page(&self, token: &str) -> AppResult<LinkLanding> {
+        self.landing(&self.link(token).await?).await
     }
 
     /// Sends a one-time code to the phone on record (at most one a minute).
@@ -152,25 +167,12 @@ impl App {
         let lang = text_language(Some(&patient.language));
         let help = gateway.map(|g| g.help_phone).unwrap_or_default();
         let body = system_text(TextKind::VerificationCode, lang, &org_name, &help, code.expose());
-        let now = self.now();
-        let id = self.new_id(|r| TextId::random(r));
-        let plain = serde_json::to_vec(&SealedText { phone: phone.clone(), body })
-            .map_err(|e| AppError::Internal(e.to_string()))?;
         let text = NewText {
-            id,
-            org_id: org,
-            kind: TextKind::VerificationCode,
-            purpose: None,
-            phone_index: Self::phone_index(&org_key, org, &phone).to_vec(),
-            sealed: self.seal_org(&org_key, org, "sms-outbox", &id.to_string(), &plain),
             patient_id: Some(link.patient_id),
             conversation_id: Some(link.conversation_id),
-            time_zone: None,
-            urgent: true,
-            not_before: now,
-            created_by: None,
-            created_at: now,
+            ..self.draft_text(&org_key, org, TextKind::VerificationCode, &phone, body)?
         };
+        let (id, now) = (text.id, text.created_at);
         let audits = [
             self.link_record(&link, "link-code-send", AuditAction::E, AuditOutcome::Success, meta),
             self.link_record(&link, "sms-queue", AuditAction::C, AuditOutcome::Success, meta)

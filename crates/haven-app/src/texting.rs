@@ -218,6 +218,50 @@ impl App {
             .map_err(|_| AppError::Internal(format!("sealed {table} row {row} is corrupt")))
     }
 
+    /// A phone number and a text body, sealed under the organisation key for `table` row `row`.
+    pub(crate) fn seal_text(
+        &self,
+        org_key: &DataKey,
+        org: OrgId,
+        table: &str,
+        row: &str,
+        phone: &str,
+        body: String,
+    ) -> AppResult<Vec<u8>> {
+        let plain = serde_json::to_vec(&SealedText { phone: phone.to_owned(), body })
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(self.seal_org(org_key, org, table, row, &plain))
+    }
+
+    /// A text of `kind` to `phone`, sealed and due now, from nobody about nothing; callers add
+    /// the purpose, patient, conversation, zone and author they have. Exempt kinds are urgent.
+    pub(crate) fn draft_text(
+        &self,
+        org_key: &DataKey,
+        org: OrgId,
+        kind: TextKind,
+        phone: &str,
+        body: String,
+    ) -> AppResult<NewText> {
+        let id = self.new_id(|r| TextId::random(r));
+        let now = self.now();
+        Ok(NewText {
+            id,
+            org_id: org,
+            kind,
+            purpose: None,
+            phone_index: Self::phone_index(org_key, org, phone).to_vec(),
+            sealed: self.seal_text(org_key, org, "sms-outbox", &id.to_string(), phone, body)?,
+            patient_id: None,
+            conversation_id: None,
+            time_zone: None,
+            urgent: kind.exempt(),
+            not_before: now,
+            created_by: None,
+            created_at: now,
+        })
+    }
+
     fn texting_record(
         &self,
         org: OrgId,
@@ -490,25 +534,16 @@ impl App {
         link: Option<NewLink>,
     ) -> AppResult<(TextId, Timestamp)> {
         let org = p.org();
-        let now = self.now();
-        let id = self.new_id(|r| TextId::random(r));
-        let plain = serde_json::to_vec(&SealedText { phone: phone.to_owned(), body })
-            .map_err(|e| AppError::Internal(e.to_string()))?;
         let text = NewText {
-            id,
-            org_id: org,
-            kind,
             purpose,
-            phone_index: Self::phone_index(org_key, org, phone).to_vec(),
-            sealed: self.seal_org(org_key, org, "sms-outbox", &id.to_string(), &plain),
             patient_id: Some(patient),
             conversation_id: conversation,
             time_zone: time_zone.clone(),
             urgent,
-            not_before: now,
             created_by: Some(p.user.id),
-            created_at: now,
+            ..self.draft_text(org_key, org, kind, phone, body)?
         };
+        let (id, now) = (text.id, text.created_at);
         let mut rec = self
             .texting_record(org, "sms-queue", AuditAction::C, p.agent())
             .entity("patient", patient)
@@ -651,82 +686,23 @@ impl App {
             Inbound::LooksLikeOptOut => "flagged",
             Inbound::Message => "message",
         };
-        let sealed_in = serde_json::to_vec(&SealedText { phone: phone.clone(), body: sms.body.clone() })
-            .map_err(|e| AppError::Internal(e.to_string()))?;
+        let sealed_in =
+            self.seal_text(&org_key, org, "sms-inbound", &id.to_string(), &phone, sms.body.clone())?;
         let inbound = NewInbound {
             id,
             org_id: org,
             provider: sms.provider.to_owned(),
             provider_id: sms.provider_id.clone(),
             phone_index: index.clone(),
-            sealed: self.seal_org(&org_key, org, "sms-inbound", &id.to_string(), &sealed_in),
+            sealed: sealed_in,
             keyword: keyword.to_owned(),
             patient_id: patient,
             flagged: kind == Inbound::LooksLikeOptOut,
             received_at: now,
         };
-        // Everything the plan needs is drawn before the transaction: ids, nonces, texts.
         let system = haven_domain::audit::AuditAgent {
             system: Some(format!("sms:{}", sms.provider)),
             ..Default::default()
-        };
-        let reply = |k: TextKind| -> AppResult<NewText> {
-            let tid = self.new_id(|r| TextId::random(r));
-            let body = system_text(k, lang, &org_name, &gateway.help_phone, "");
-            let plain = serde_json::to_vec(&SealedText { phone: phone.clone(), body })
-                .map_err(|e| AppError::Internal(e.to_string()))?;
-            Ok(NewText {
-                id: tid,
-                org_id: org,
-                kind: k,
-                purpose: None,
-                phone_index: index.clone(),
-                sealed: self.seal_org(&org_key, org, "sms-outbox", &tid.to_string(), &plain),
-                patient_id: patient,
-                conversation_id: None,
-                time_zone: None,
-                urgent: true,
-                not_before: now,
-                created_by: None,
-                created_at: now,
-            })
-        };
-        let consent = |scope: Option<Purpose>, state: ConsentState, wording: &str| -> ConsentRow {
-            let cid = self.new_id(|r| ConsentId::random(r));
-            ConsentRow {
-                id: cid,
-                org_id: org,
-                phone_index: index.clone(),
-                phone_sealed: self.seal_org(&org_key, org, "consent", &cid.to_string(), phone.as_bytes()),
-                patient_id: patient,
-                purpose: scope,
-                state,
-                source: ConsentSource::SmsKeyword,
-                wording: wording.to_owned(),
-                recorded_by: None,
-                recorded_at: now,
-            }
-        };
-        let answer = match kind {
-            Inbound::OptOut => Some(reply(TextKind::OptOutConfirmation)?),
-            Inbound::OptIn => Some(reply(TextKind::OptInConfirmation)?),
-            Inbound::Help => Some(reply(TextKind::HelpReply)?),
-            _ => None,
-        };
-        let stop_row = consent(None, ConsentState::Revoked, "texted an opt-out keyword");
-        let start_row = consent(None, ConsentState::Granted, "texted an opt-in keyword");
-        let yes_rows: Vec<ConsentRow> = Purpose::ALL
-            .into_iter()
-            .map(|p| consent(Some(p), ConsentState::Granted, "answered YES to the consent request"))
-            .collect();
-        let base = {
-            let mut r = self
-                .texting_record(org, "sms-receive", AuditAction::C, system.clone())
-                .entity("inbound-text", id);
-            if let Some(pid) = patient {
-                r = r.entity("patient", pid);
-            }
-            r
         };
         let audit_for = |subtype: &str, kind: &str, eid: String| -> AuditRecord {
             let mut r = self.texting_record(org, subtype, AuditAction::C, system.clone()).entity(kind, eid);
@@ -735,36 +711,68 @@ impl App {
             }
             r
         };
-        let plan = |status: &ConsentStatus| -> InboundPlan {
-            let mut plan = InboundPlan { audits: vec![base.clone()], ..Default::default() };
-            let push_reply = |plan: &mut InboundPlan| {
-                if let Some(t) = answer.clone() {
-                    plan.audits.push(audit_for("sms-queue", "text", t.id.to_string()));
-                    plan.texts.push(t);
-                }
+        // The reply is sealed before the transaction (sealing can fail); consent rows are built
+        // inside it, from the state the transaction reads.
+        let answer = match kind {
+            Inbound::OptOut => Some(TextKind::OptOutConfirmation),
+            Inbound::OptIn => Some(TextKind::OptInConfirmation),
+            Inbound::Help => Some(TextKind::HelpReply),
+            _ => None,
+        }
+        .map(|k| {
+            let body = system_text(k, lang, &org_name, &gateway.help_phone, "");
+            self.draft_text(&org_key, org, k, &phone, body).map(|t| NewText { patient_id: patient, ..t })
+        })
+        .transpose()?;
+        let add_consent =
+            |plan: &mut InboundPlan, scope: Option<Purpose>, state: ConsentState, wording: &str| {
+                let cid = self.new_id(|r| ConsentId::random(r));
+                plan.audits.push(audit_for("consent-change", "consent", cid.to_string()));
+                plan.consent.push(ConsentRow {
+                    id: cid,
+                    org_id: org,
+                    phone_index: index.clone(),
+                    phone_sealed: self.seal_org(&org_key, org, "consent", &cid.to_string(), phone.as_bytes()),
+                    patient_id: patient,
+                    purpose: scope,
+                    state,
+                    source: ConsentSource::SmsKeyword,
+                    wording: wording.to_owned(),
+                    recorded_by: None,
+                    recorded_at: now,
+                });
             };
-            match kind {
+        let plan = |status: &ConsentStatus| -> InboundPlan {
+            let mut plan = InboundPlan {
+                audits: vec![audit_for("sms-receive", "inbound-text", id.to_string())],
+                ..Default::default()
+            };
+            let reply = match kind {
                 // Exactly one confirmation: only the opt-out that changes the state is answered.
                 Inbound::OptOut if !status.opted_out => {
-                    plan.audits.push(audit_for("consent-change", "consent", stop_row.id.to_string()));
-                    plan.consent.push(stop_row.clone());
-                    push_reply(&mut plan);
+                    add_consent(&mut plan, None, ConsentState::Revoked, "texted an opt-out keyword");
+                    true
                 }
                 Inbound::OptIn if status.opted_out || !status.pending().is_empty() => {
                     if status.opted_out {
-                        plan.audits.push(audit_for("consent-change", "consent", start_row.id.to_string()));
-                        plan.consent.push(start_row.clone());
+                        add_consent(&mut plan, None, ConsentState::Granted, "texted an opt-in keyword");
                     }
-                    for row in
-                        yes_rows.iter().filter(|r| r.purpose.is_some_and(|p| status.pending().contains(&p)))
-                    {
-                        plan.audits.push(audit_for("consent-change", "consent", row.id.to_string()));
-                        plan.consent.push(row.clone());
+                    for p in status.pending() {
+                        add_consent(
+                            &mut plan,
+                            Some(p),
+                            ConsentState::Granted,
+                            "answered YES to the consent request",
+                        );
                     }
-                    push_reply(&mut plan);
+                    true
                 }
-                Inbound::Help if !status.opted_out => push_reply(&mut plan),
-                _ => {}
+                Inbound::Help => !status.opted_out,
+                _ => false,
+            };
+            if let Some(t) = answer.filter(|_| reply) {
+                plan.audits.push(audit_for("sms-queue", "text", t.id.to_string()));
+                plan.texts.push(t);
             }
             plan
         };

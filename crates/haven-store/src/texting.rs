@@ -200,25 +200,32 @@ fn purpose_col(p: Option<Purpose>) -> &'static str {
     p.map(Purpose::as_str).unwrap_or(SCOPE_ALL)
 }
 
+/// A ledger row's scope: one purpose, or `None` for every purpose.
+fn scope(purpose: &str) -> StoreResult<Option<Purpose>> {
+    if purpose == SCOPE_ALL {
+        Ok(None)
+    } else {
+        Purpose::parse(purpose).map(Some).ok_or(StoreError::Corrupt("purpose"))
+    }
+}
+
+fn consent_state(row: &AnyRow) -> StoreResult<ConsentState> {
+    ConsentState::parse(&get::<String>(row, "state")?).ok_or(StoreError::Corrupt("consent state"))
+}
+
 fn opt_id<T: std::str::FromStr>(v: Option<String>) -> StoreResult<Option<T>> {
     v.map(|s| id(&s)).transpose()
 }
 
 fn consent_row(row: &AnyRow) -> StoreResult<ConsentRow> {
-    let purpose: String = get(row, "purpose")?;
     Ok(ConsentRow {
         id: id(&get::<String>(row, "id")?)?,
         org_id: id(&get::<String>(row, "org_id")?)?,
         phone_index: get(row, "phone_index")?,
         phone_sealed: get(row, "phone_sealed")?,
         patient_id: opt_id(get(row, "patient_id")?)?,
-        purpose: if purpose == SCOPE_ALL {
-            None
-        } else {
-            Some(Purpose::parse(&purpose).ok_or(StoreError::Corrupt("purpose"))?)
-        },
-        state: ConsentState::parse(&get::<String>(row, "state")?)
-            .ok_or(StoreError::Corrupt("consent state"))?,
+        purpose: scope(&get::<String>(row, "purpose")?)?,
+        state: consent_state(row)?,
         source: ConsentSource::parse(&get::<String>(row, "source")?)
             .ok_or(StoreError::Corrupt("consent source"))?,
         wording: get(row, "wording")?,
@@ -270,15 +277,7 @@ async fn consent_status(c: &mut AnyConnection, org: OrgId, phone_index: &[u8]) -
     .await?;
     let mut entries = Vec::with_capacity(rows.len());
     for row in &rows {
-        let purpose: String = get(row, "purpose")?;
-        let scope = if purpose == SCOPE_ALL {
-            None
-        } else {
-            Some(Purpose::parse(&purpose).ok_or(StoreError::Corrupt("purpose"))?)
-        };
-        let state =
-            ConsentState::parse(&get::<String>(row, "state")?).ok_or(StoreError::Corrupt("consent state"))?;
-        entries.push((scope, state));
+        entries.push((scope(&get::<String>(row, "purpose")?)?, consent_state(row)?));
     }
     Ok(ConsentStatus::fold(entries))
 }

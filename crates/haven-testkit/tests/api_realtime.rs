@@ -359,22 +359,7 @@ both_backends!(canary_is_never_stored_readably, |b: Backend| async move {
 /// A second node (its own `App` and hub) on the test server's database, and `token`'s principal
 /// there.
 async fn second_node(s: &TestServer, token: &str) -> (haven_app::App, haven_app::Principal) {
-    let store = haven_store::Store::open(s.db.url(), &haven_store::StoreOptions::default()).await.unwrap();
-    let entropy: std::sync::Arc<std::sync::Mutex<dyn haven_domain::Entropy + Send>> =
-        std::sync::Arc::new(std::sync::Mutex::new(haven_app::OsEntropy));
-    let settings = haven_app::AppSettings {
-        argon2: haven_crypto::password::Argon2Cost { memory_kib: 1024, iterations: 1, parallelism: 1 },
-        ..Default::default()
-    };
-    let node = haven_app::App::new(
-        store,
-        haven_testkit::test_keys(),
-        s.db.blobs(),
-        settings,
-        std::sync::Arc::new(s.clock.clone()),
-        entropy,
-    )
-    .unwrap();
+    let node = s.another_app().await;
     let p = node.authenticate(token, &haven_app::RequestMeta::default()).await.unwrap();
     (node, p)
 }

@@ -10,8 +10,8 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use haven_app::patient_link::{CheckFailed, LinkState};
-use haven_app::{AppError, RequestMeta};
+use haven_app::AppError;
+use haven_app::patient_link::{CheckFailed, LinkLanding, LinkState};
 use minijinja::{Environment, context};
 use serde::Deserialize;
 
@@ -84,24 +84,38 @@ fn html(status: StatusCode, body: String) -> Response {
     resp
 }
 
-struct View<'a> {
-    token: &'a str,
-    org_name: &'a str,
-    lang: &'a str,
-    help_phone: &'a str,
-    state: &'a str,
-    code_sent: bool,
-    error: Option<String>,
+/// What a form action left to say: a key of the page's words, and attempts left.
+#[derive(Clone, Copy, Default)]
+struct Notice {
+    error: Option<&'static str>,
+    left: Option<u32>,
 }
 
-fn render(status: StatusCode, v: View<'_>) -> Response {
-    let page = env().get_template("page.html").and_then(|t| {
+fn render(
+    status: StatusCode,
+    token: &str,
+    page: Option<&LinkLanding>,
+    shown: &str,
+    notice: Notice,
+) -> Response {
+    let (org_name, lang, help_phone) =
+        page.map_or(("Haven", "en", ""), |p| (p.org_name.as_str(), p.language, p.help_phone.as_str()));
+    let state = match page.map(|p| p.state) {
+        _ if !shown.is_empty() => shown,
+        Some(LinkState::Open { .. }) => "open",
+        Some(LinkState::Locked) => "locked",
+        Some(LinkState::Expired) => "expired",
+        Some(LinkState::Used) => "used",
+        None => "none",
+    };
+    let code_sent = matches!(page.map(|p| p.state), Some(LinkState::Open { code_sent: true }));
+    let body = env().get_template("page.html").and_then(|t| {
         t.render(context! {
-            token => v.token, org_name => v.org_name, lang => v.lang, help_phone => v.help_phone,
-            state => v.state, code_sent => v.code_sent, error => v.error, t => words(v.lang),
+            token, org_name, lang, help_phone, state, code_sent,
+            error => notice.error, left => notice.left, t => words(lang),
         })
     });
-    match page {
+    match body {
         Ok(body) => html(status, body),
         Err(e) => {
             tracing::error!(error = %e, "the secure page did not render");
@@ -110,24 +124,9 @@ fn render(status: StatusCode, v: View<'_>) -> Response {
     }
 }
 
-fn not_found() -> Response {
-    render(
-        StatusCode::NOT_FOUND,
-        View {
-            token: "",
-            org_name: "Haven",
-            lang: "en",
-            help_phone: "",
-            state: "none",
-            code_sent: false,
-            error: None,
-        },
-    )
-}
-
 fn failure(e: AppError) -> Response {
     match e {
-        AppError::NotFound => not_found(),
+        AppError::NotFound => render(StatusCode::NOT_FOUND, "", None, "", Notice::default()),
         e => {
             tracing::warn!(error = %e, "secure page request failed");
             crate::error::ApiError::from(e).into_response()
@@ -135,36 +134,18 @@ fn failure(e: AppError) -> Response {
     }
 }
 
-/// Shows the landing page for a link in its current state (`error` for a failed form).
-async fn landing(
+/// The page as it stands after a form action (which was audited itself).
+async fn after_action(
     state: &HttpState,
     token: &str,
-    meta: &RequestMeta,
     status: StatusCode,
-    error: Option<String>,
+    shown: &str,
+    notice: Notice,
 ) -> Response {
-    let page = match state.app.open_link(token, meta).await {
-        Ok(p) => p,
-        Err(e) => return failure(e),
-    };
-    let (name, code_sent) = match page.state {
-        LinkState::Open { code_sent } => ("open", code_sent),
-        LinkState::Locked => ("locked", false),
-        LinkState::Expired => ("expired", false),
-        LinkState::Used => ("used", false),
-    };
-    render(
-        status,
-        View {
-            token,
-            org_name: &page.org_name,
-            lang: page.language,
-            help_phone: &page.help_phone,
-            state: name,
-            code_sent,
-            error,
-        },
-    )
+    match state.app.link_page(token).await {
+        Ok(page) => render(status, token, Some(&page), shown, notice),
+        Err(e) => failure(e),
+    }
 }
 
 /// Browsers send `Origin` on form posts: it must be this server.
@@ -178,7 +159,10 @@ pub(crate) async fn show(
     ApiPath(token): ApiPath<String>,
     Meta(meta): Meta,
 ) -> Response {
-    landing(&state, &token, &meta, StatusCode::OK, None).await
+    match state.app.open_link(&token, &meta).await {
+        Ok(page) => render(StatusCode::OK, &token, Some(&page), "", Notice::default()),
+        Err(e) => failure(e),
+    }
 }
 
 /// POST /p/{token}/code — text a one-time code to the phone on record.
@@ -191,16 +175,15 @@ pub(crate) async fn send_code(
     if !same_origin(&parts, &state) {
         return html(StatusCode::FORBIDDEN, "cross-site request refused".into());
     }
-    match state.app.send_link_code(&token, &meta).await {
-        Ok(()) => landing(&state, &token, &meta, StatusCode::OK, None).await,
+    let (status, notice) = match state.app.send_link_code(&token, &meta).await {
+        Ok(()) => (StatusCode::OK, Notice::default()),
         Err(AppError::Conflict("code_recently_sent", _)) => {
-            let lang = state.app.open_link(&token, &meta).await.map(|p| p.language).unwrap_or("en");
-            let recent = words(lang).get_attr("recent").map(|v| v.to_string()).unwrap_or_default();
-            landing(&state, &token, &meta, StatusCode::TOO_MANY_REQUESTS, Some(recent)).await
+            (StatusCode::TOO_MANY_REQUESTS, Notice { error: Some("recent"), left: None })
         }
-        Err(AppError::Conflict(..)) => landing(&state, &token, &meta, StatusCode::CONFLICT, None).await,
-        Err(e) => failure(e),
-    }
+        Err(AppError::Conflict(..)) => (StatusCode::CONFLICT, Notice::default()),
+        Err(e) => return failure(e),
+    };
+    after_action(&state, &token, status, "", notice).await
 }
 
 /// The identity check's form.
@@ -222,26 +205,11 @@ pub(crate) async fn verify(
         return html(StatusCode::FORBIDDEN, "cross-site request refused".into());
     }
     let Ok(form) = serde_urlencoded::from_bytes::<VerifyForm>(&body) else {
-        return landing(&state, &token, &meta, StatusCode::UNPROCESSABLE_ENTITY, None).await;
+        return after_action(&state, &token, StatusCode::UNPROCESSABLE_ENTITY, "", Notice::default()).await;
     };
     match state.app.verify_link(&token, &form.dob, &form.code, &meta).await {
         Ok(Ok(session)) => {
-            let page = match state.app.open_link(&token, &meta).await {
-                Ok(p) => p,
-                Err(e) => return failure(e),
-            };
-            let mut resp = render(
-                StatusCode::OK,
-                View {
-                    token: &token,
-                    org_name: &page.org_name,
-                    lang: page.language,
-                    help_phone: &page.help_phone,
-                    state: "verified",
-                    code_sent: false,
-                    error: None,
-                },
-            );
+            let mut resp = after_action(&state, &token, StatusCode::OK, "verified", Notice::default()).await;
             let secure = if state.settings.tls { "; Secure" } else { "" };
             let max_age = haven_app::patient_link::SESSION_LIFETIME.as_secs();
             let cookie = format!(
@@ -253,14 +221,22 @@ pub(crate) async fn verify(
             }
             resp
         }
-        Ok(Err(CheckFailed::Locked)) => landing(&state, &token, &meta, StatusCode::FORBIDDEN, None).await,
-        Ok(Err(CheckFailed::Wrong { left })) => {
-            let lang = state.app.open_link(&token, &meta).await.map(|p| p.language).unwrap_or("en");
-            let wrong = words(lang).get_attr("wrong").map(|v| v.to_string()).unwrap_or_default();
-            landing(&state, &token, &meta, StatusCode::UNPROCESSABLE_ENTITY, Some(format!("{wrong} {left}")))
-                .await
+        Ok(Err(CheckFailed::Locked)) => {
+            after_action(&state, &token, StatusCode::FORBIDDEN, "", Notice::default()).await
         }
-        Err(AppError::Conflict(..)) => landing(&state, &token, &meta, StatusCode::CONFLICT, None).await,
+        Ok(Err(CheckFailed::Wrong { left })) => {
+            after_action(
+                &state,
+                &token,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "",
+                Notice { error: Some("wrong"), left: Some(left) },
+            )
+            .await
+        }
+        Err(AppError::Conflict(..)) => {
+            after_action(&state, &token, StatusCode::CONFLICT, "", Notice::default()).await
+        }
         Err(e) => failure(e),
     }
 }
