@@ -113,16 +113,27 @@ impl App {
         Ok(self.store.create_user(&new, &rec, self.now()).await?)
     }
 
-    /// A page of the organisation's users.
+    /// A page of the organisation's users; `search` matches a part of the username or the
+    /// display name, case-insensitively.
     pub async fn users(
         &self,
         actor: &Actor,
         org: OrgId,
+        search: Option<&str>,
         after: Option<&str>,
         limit: u32,
     ) -> AppResult<UserPage> {
         actor.require(Permission::DirectoryRead)?;
-        Ok(self.store.users(actor.org_scope(org), after, limit.clamp(1, 200)).await?)
+        let search = search.map(str::trim).filter(|q| !q.is_empty());
+        if search.is_some_and(|q| q.chars().count() > 100) {
+            return Err(haven_domain::ValidationError::new(
+                "q",
+                "too_long",
+                "a search is at most 100 characters",
+            )
+            .into());
+        }
+        Ok(self.store.users(actor.org_scope(org), search, after, limit.clamp(1, 200)).await?)
     }
 
     /// One user of the organisation.

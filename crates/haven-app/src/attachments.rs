@@ -2,7 +2,7 @@
 //! served only to members who can see the message they were sent with.
 
 use haven_crypto::envelope;
-use haven_domain::attachment::{check_file_name, sniff_media_type};
+use haven_domain::attachment::{check_file_name, kind_of, sniff_media_type};
 use haven_domain::audit::{AuditAction, AuditOutcome};
 use haven_domain::{AttachmentId, ConversationId};
 use haven_store::NewAttachment;
@@ -31,7 +31,16 @@ impl App {
         bytes: &[u8],
     ) -> AppResult<AttachmentView> {
         let name = check_file_name(name)?;
-        let limit = self.settings.max_attachment_bytes;
+        // The organisation's limit, within the server's.
+        let limit = usize::try_from(p.policy.max_attachment_bytes)
+            .unwrap_or(usize::MAX)
+            .min(self.settings.max_attachment_bytes);
+        if limit == 0 {
+            return Err(AppError::Forbidden(
+                "attachments_disabled",
+                "your organisation does not allow attachments".into(),
+            ));
+        }
         if bytes.len() > limit {
             return Err(AppError::TooLarge(format!("an attachment may have at most {limit} bytes")));
         }
@@ -41,6 +50,15 @@ impl App {
                     .into(),
             )
         })?;
+        let kind = kind_of(media_type);
+        if !p.policy.attachment_kinds.contains(kind) {
+            let allowed: Vec<&str> = p.policy.attachment_kinds.kinds().iter().map(|k| k.as_str()).collect();
+            return Err(AppError::Unsupported(format!(
+                "your organisation does not allow sharing this kind of file ({}); allowed: {}",
+                kind.as_str(),
+                if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") }
+            )));
+        }
         self.current_member(p, conv).await?;
         let org = p.org();
         let id = self.new_id(|r| AttachmentId::random(r));

@@ -5,6 +5,7 @@ use haven_audit::export;
 use haven_domain::audit::{AuditAction, AuditOutcome};
 pub use haven_store::{StoredAudit, StoredCheckpoint};
 use jiff::Timestamp;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::{Actor, App, AppError, AppResult};
 
@@ -55,49 +56,65 @@ impl App {
         actor: &Actor,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
-        out: &mut dyn std::io::Write,
-        progress: &mut dyn FnMut(u64, u64),
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+        progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> AppResult<ExportSummary> {
         if let Actor::User(p) = actor {
             p.require(haven_domain::roles::Permission::AuditRead)?;
-            // Organisation users export through the search API (coming); the whole-server log
-            // holds every organisation's entries.
+            // Organisation users export through the search API; the whole-server log holds
+            // every organisation's entries.
             return Err(AppError::NotFound);
         }
+        let (summary, _) = self.write_export(from, to, out, progress).await?;
+        let mut rec =
+            self.record(None, "audit", "audit-export", AuditAction::E, AuditOutcome::Success, actor.agent());
+        rec = rec.entity("audit-log", summary.size);
+        self.store.record_audit(&rec, self.now()).await?;
+        Ok(summary)
+    }
+
+    /// Writes the export (unaudited: the callers record what it was for). Returns what was
+    /// written and the checkpoint the export ends with.
+    pub(crate) async fn write_export(
+        &self,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> AppResult<(ExportSummary, StoredCheckpoint)> {
         let io = |e: std::io::Error| AppError::Internal(format!("writing the export: {e}"));
         let cp = self.checkpoint().await?;
         out.write_all(export::header(self.audit_signer.name(), &self.audit_verifier_key()).as_bytes())
+            .await
             .map_err(io)?;
         let mut after = 0i64;
         let mut full = 0u64;
         let size = i64::try_from(cp.size).unwrap_or(i64::MAX);
+        let mut text = String::new();
         while after < size {
             let page = self.store.audit_raw(after, size, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
+            text.clear();
             for e in &page {
                 let inside = from.is_none_or(|f| e.recorded_at >= f) && to.is_none_or(|t| e.recorded_at <= t);
                 let seq = u64::try_from(e.seq).unwrap_or(0);
-                let line = if inside {
+                text.push_str(&if inside {
                     full += 1;
                     export::entry_line(seq, &e.leaf, &e.entry)
                 } else {
                     export::hash_line(seq, &e.leaf)
-                };
-                out.write_all(line.as_bytes()).map_err(io)?;
+                });
             }
+            out.write_all(text.as_bytes()).await.map_err(io)?;
             progress(u64::try_from(after).unwrap_or(0), cp.size);
         }
         let checkpoints = self.store.checkpoints(cp.size).await?;
         for c in &checkpoints {
-            out.write_all(export::checkpoint_line(&c.note).as_bytes()).map_err(io)?;
+            out.write_all(export::checkpoint_line(&c.note).as_bytes()).await.map_err(io)?;
         }
-        out.flush().map_err(io)?;
-        let mut rec =
-            self.record(None, "audit", "audit-export", AuditAction::E, AuditOutcome::Success, actor.agent());
-        rec = rec.entity("audit-log", cp.size);
-        self.store.record_audit(&rec, self.now()).await?;
-        Ok(ExportSummary { size: cp.size, full_entries: full, checkpoints: checkpoints.len() })
+        out.flush().await.map_err(io)?;
+        Ok((ExportSummary { size: cp.size, full_entries: full, checkpoints: checkpoints.len() }, cp))
     }
 }
 

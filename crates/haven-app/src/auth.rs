@@ -285,7 +285,7 @@ impl App {
             self.end_timed_out(&ctx, end, now).await?;
             return Err(AppError::SessionExpired);
         }
-        if now.duration_since(r.last_seen_at) >= session::TOUCH_GRANULARITY {
+        if !meta.background && now.duration_since(r.last_seen_at) >= session::TOUCH_GRANULARITY {
             self.store.touch_session(r.id, now).await?;
         }
         Ok(ctx)

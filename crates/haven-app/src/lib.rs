@@ -9,6 +9,7 @@ pub mod admin;
 pub mod attachments;
 pub mod audit;
 pub mod audit_fhir;
+pub mod audit_verify;
 pub mod auth;
 pub mod consent_fhir;
 pub mod demo;
@@ -117,12 +118,22 @@ pub struct RequestMeta {
     pub address: Option<String>,
     /// The client's User-Agent, truncated to 256 characters.
     pub user_agent: Option<String>,
+    /// Whether the client made this request by itself (a refresh after reconnecting, a
+    /// preview), not because the user did something: it does not count as activity for the
+    /// inactivity timeout.
+    pub background: bool,
 }
 
 impl RequestMeta {
     /// Builds request metadata, truncating the User-Agent.
     pub fn new(address: Option<String>, user_agent: Option<&str>) -> Self {
-        Self { address, user_agent: user_agent.map(|ua| ua.chars().take(256).collect()) }
+        Self { address, user_agent: user_agent.map(|ua| ua.chars().take(256).collect()), background: false }
+    }
+
+    /// Marks the request as the client's own, not the user's (see [`RequestMeta::background`]).
+    pub fn in_background(mut self, background: bool) -> Self {
+        self.background = background;
+        self
     }
 }
 

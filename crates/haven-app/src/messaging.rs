@@ -3,6 +3,7 @@
 //! else is NotFound), seals content before it reaches the store, writes its audit record in
 //! the same transaction, and publishes the committed event to the real-time bus.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use haven_crypto::envelope;
@@ -285,19 +286,7 @@ impl App {
         let row = self.store.conversation_row(p.org(), p.user.id, conv).await?;
         let m = &row.membership;
         let mut view = self.conversation_view(p.org(), m, row.unread, row.newest_unread_priority).await?;
-        let members = self
-            .store
-            .receipts(p.org(), conv)
-            .await?
-            .into_iter()
-            .map(|r| MemberView {
-                is_member: r.left_seq.is_none(),
-                user_id: r.user_id,
-                display_name: r.display_name,
-                delivered_seq: r.delivered_seq,
-                read_seq: r.read_seq,
-            })
-            .collect();
+        let members = self.store.receipts(p.org(), conv).await?.into_iter().map(member_view).collect();
         view.members = Some(members);
         if let Some(pid) = m.conversation.patient_id {
             let rec =
@@ -327,6 +316,16 @@ impl App {
             views.push(
                 self.conversation_view(p.org(), &r.membership, r.unread, r.newest_unread_priority).await?,
             );
+        }
+        // The members of every listed conversation, in one query: clients name direct
+        // conversations after the other member and show who is in a group.
+        let ids: Vec<ConversationId> = views.iter().map(|v| v.id).collect();
+        let mut by_conv: HashMap<ConversationId, Vec<MemberView>> = HashMap::new();
+        for (conv, r) in self.store.receipts_of(p.org(), &ids).await? {
+            by_conv.entry(conv).or_default().push(member_view(r));
+        }
+        for v in &mut views {
+            v.members = Some(by_conv.remove(&v.id).unwrap_or_default());
         }
         if !patients.is_empty() {
             let mut rec = self.record(
@@ -413,7 +412,7 @@ impl App {
         rules::check_idempotency_key(&input.idempotency_key)?;
         let payload = match input.content_type {
             ContentType::Text => {
-                rules::check_body(&input.body, limits)?;
+                rules::check_new_body(&input.body, !input.attachments.is_empty(), limits)?;
                 input.body.into_bytes()
             }
             ContentType::MlsCiphertext => {
@@ -770,5 +769,15 @@ impl App {
             }
         }
         Ok(out)
+    }
+}
+
+fn member_view(r: haven_store::MemberReceipt) -> MemberView {
+    MemberView {
+        is_member: r.left_seq.is_none(),
+        user_id: r.user_id,
+        display_name: r.display_name,
+        delivered_seq: r.delivered_seq,
+        read_seq: r.read_seq,
     }
 }

@@ -147,7 +147,7 @@ pub struct ConversationView {
     /// Priority of the newest unread message.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub newest_unread_priority: Option<Priority>,
-    /// The members (in single-conversation responses).
+    /// The members, current and former, with their receipt positions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<MemberView>>,
 }

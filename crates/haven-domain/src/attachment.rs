@@ -41,6 +41,18 @@ pub fn sniff_media_type(bytes: &[u8]) -> Option<&'static str> {
     None
 }
 
+/// The kind of an allowed file, from the media type [`sniff_media_type`] found (organisation
+/// policies allow or refuse kinds).
+pub fn kind_of(media_type: &str) -> crate::org::AttachmentKind {
+    use crate::org::AttachmentKind;
+    match media_type {
+        m if m.starts_with("image/") => AttachmentKind::Image,
+        "application/pdf" => AttachmentKind::Pdf,
+        "text/plain" => AttachmentKind::Text,
+        _ => AttachmentKind::Office,
+    }
+}
+
 /// A ZIP is allowed only when it is an Office Open XML document: its entries name the part
 /// folder of Word, Excel or PowerPoint.
 fn office_zip(bytes: &[u8]) -> Option<&'static str> {
@@ -104,6 +116,16 @@ mod tests {
             Some("application/vnd.openxmlformats-officedocument.wordprocessingml.document")
         );
         assert_eq!(sniff_media_type("K+ 6.1 mmol/L\nrepeat in 2h\n".as_bytes()), Some("text/plain"));
+    }
+
+    #[test]
+    fn every_allowed_type_has_its_kind() {
+        use crate::org::AttachmentKind;
+        assert_eq!(kind_of("image/heic"), AttachmentKind::Image);
+        assert_eq!(kind_of("application/pdf"), AttachmentKind::Pdf);
+        assert_eq!(kind_of("text/plain"), AttachmentKind::Text);
+        assert_eq!(kind_of("application/rtf"), AttachmentKind::Office);
+        assert_eq!(kind_of("application/x-ole-storage"), AttachmentKind::Office);
     }
 
     #[test]

@@ -139,6 +139,23 @@ pub fn check_body(body: &str, limits: &MessageLimits) -> Result<(), ValidationEr
     if body.trim().is_empty() {
         return Err(ValidationError::new("body", "body_empty", "a message needs some text"));
     }
+    check_body_content(body, limits)
+}
+
+/// Checks the body of a new message: like [`check_body`], except that a message that shares
+/// attachments may have no text of its own.
+pub fn check_new_body(
+    body: &str,
+    has_attachments: bool,
+    limits: &MessageLimits,
+) -> Result<(), ValidationError> {
+    if has_attachments && body.trim().is_empty() {
+        return check_body_content(body, limits);
+    }
+    check_body(body, limits)
+}
+
+fn check_body_content(body: &str, limits: &MessageLimits) -> Result<(), ValidationError> {
     if body.len() > limits.max_body_bytes {
         return Err(ValidationError::new(
             "body",
@@ -239,6 +256,9 @@ mod tests {
     fn bodies_must_be_non_blank_and_bounded() {
         let l = MessageLimits { max_body_bytes: 10, ..MessageLimits::default() };
         assert_eq!(check_body("   \n", &l).unwrap_err().code, "body_empty");
+        assert_eq!(check_new_body("", false, &l).unwrap_err().code, "body_empty");
+        assert!(check_new_body("", true, &l).is_ok(), "attachments alone are a message");
+        assert_eq!(check_new_body("a\0", true, &l).unwrap_err().code, "body_invalid");
         assert_eq!(check_body("01234567890", &l).unwrap_err().code, "body_too_large");
         assert_eq!(check_body("a\0b", &l).unwrap_err().code, "body_invalid");
         assert!(check_body("K+ 6.1", &l).is_ok());

@@ -123,6 +123,14 @@ impl RoleSet {
         self.0.iter().any(|r| r.permissions().contains(&p))
     }
 
+    /// Every permission the roles grant, sorted, each once.
+    pub fn permissions(&self) -> Vec<Permission> {
+        let mut all: Vec<Permission> = self.0.iter().flat_map(|r| r.permissions().iter().copied()).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// Whether the set contains `role`.
     pub fn contains(&self, role: Role) -> bool {
         self.0.contains(&role)
@@ -163,6 +171,21 @@ mod tests {
         let set = RoleSet::new([Role::FrontDesk]).unwrap();
         assert!(!set.allows(Permission::PatientRead));
         assert!(!set.allows(Permission::AuditRead));
+    }
+
+    #[test]
+    fn permissions_of_several_roles_are_their_union_once_each() {
+        let set = RoleSet::new([Role::Nurse, Role::OrgAdmin]).unwrap();
+        let perms = set.permissions();
+        assert!(perms.contains(&Permission::UsersManage) && perms.contains(&Permission::PatientRead));
+        assert_eq!(perms.iter().filter(|p| **p == Permission::DirectoryRead).count(), 1);
+        assert!(perms.contains(&Permission::AuditRead), "from org_admin");
+        assert!(
+            !RoleSet::new([Role::ComplianceOfficer])
+                .unwrap()
+                .permissions()
+                .contains(&Permission::MessagingUse)
+        );
     }
 
     #[test]

@@ -18,6 +18,10 @@ use crate::error::{ApiError, ApiResult};
 /// The session cookie. `__Host-` binds it to this host, path `/`, Secure.
 pub const SESSION_COOKIE: &str = "__Host-haven_session";
 
+/// A request the client made by itself rather than for the user (`X-Haven-Background: 1`):
+/// it does not count as activity for the inactivity timeout.
+pub const BACKGROUND_HEADER: &str = "x-haven-background";
+
 /// The peer address of a connection (set by the listener).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
@@ -97,7 +101,13 @@ impl FromRequestParts<HttpState> for Meta {
     async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> ApiResult<Self> {
         let address = client_address(parts, state).map(|ip| ip.to_string());
         let ua = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-        Ok(Meta(RequestMeta::new(address, ua)))
+        // Opening the real-time socket is the client's doing too (it reconnects by itself).
+        let upgrade = parts
+            .headers
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        let background = upgrade || parts.headers.contains_key(BACKGROUND_HEADER);
+        Ok(Meta(RequestMeta::new(address, ua).in_background(background)))
     }
 }
 

@@ -71,6 +71,7 @@ impl HttpState {
 pub fn router(state: HttpState) -> Router {
     let limit = if state.settings.json_body_limit == 0 { 64 * 1024 } else { state.settings.json_body_limit };
     routes::routes(state.app.settings().max_attachment_bytes)
+        .merge(haven_web::router())
         .fallback(routes::system::not_found)
         .method_not_allowed_fallback(routes::system::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

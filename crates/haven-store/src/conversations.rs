@@ -580,25 +580,45 @@ impl Store {
 
     /// Every member's receipt positions (current and former members).
     pub async fn receipts(&self, org: OrgId, conv: ConversationId) -> StoreResult<Vec<MemberReceipt>> {
-        let rows = sqlx::query(
-            "SELECT m.user_id, u.display_name, m.joined_seq, m.left_seq, m.delivered_seq, m.read_seq
+        Ok(self.receipts_of(org, &[conv]).await?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Every member's receipt positions in each of `convs` (one query), by conversation.
+    pub async fn receipts_of(
+        &self,
+        org: OrgId,
+        convs: &[ConversationId],
+    ) -> StoreResult<Vec<(ConversationId, MemberReceipt)>> {
+        if convs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = (0..convs.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT m.conversation_id, m.user_id, u.display_name, m.joined_seq, m.left_seq, m.delivered_seq,
+                    m.read_seq
              FROM conversation_members m JOIN users u ON u.id = m.user_id
-             WHERE m.conversation_id = $1 AND m.org_id = $2 ORDER BY m.user_id",
-        )
-        .bind(conv.to_string())
-        .bind(org.to_string())
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter()
+             WHERE m.org_id = $1 AND m.conversation_id IN ({}) ORDER BY m.conversation_id, m.user_id",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org.to_string());
+        for c in convs {
+            q = q.bind(c.to_string());
+        }
+        q.fetch_all(&self.read)
+            .await?
+            .iter()
             .map(|r| {
-                Ok(MemberReceipt {
-                    user_id: id(&get::<String>(r, "user_id")?)?,
-                    display_name: get(r, "display_name")?,
-                    joined_seq: get(r, "joined_seq")?,
-                    left_seq: get(r, "left_seq")?,
-                    delivered_seq: get(r, "delivered_seq")?,
-                    read_seq: get(r, "read_seq")?,
-                })
+                Ok((
+                    id(&get::<String>(r, "conversation_id")?)?,
+                    MemberReceipt {
+                        user_id: id(&get::<String>(r, "user_id")?)?,
+                        display_name: get(r, "display_name")?,
+                        joined_seq: get(r, "joined_seq")?,
+                        left_seq: get(r, "left_seq")?,
+                        delivered_seq: get(r, "delivered_seq")?,
+                        read_seq: get(r, "read_seq")?,
+                    },
+                ))
             })
             .collect()
     }

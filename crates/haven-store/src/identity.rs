@@ -72,19 +72,27 @@ async fn update_user(
     touched(bind(q).execute(&mut *conn).await?)
 }
 
+/// The policy's attachment limit as stored (validated policies are far below `i64::MAX`).
+fn attachment_bytes(policy: &OrgPolicy) -> i64 {
+    i64::try_from(policy.max_attachment_bytes).unwrap_or(i64::MAX)
+}
+
 impl Store {
     /// Creates an organisation.
     pub async fn create_org(&self, org: &Organization, audit_rec: &AuditRecord) -> StoreResult<()> {
         self.audited(audit_rec, org.created_at, async |c| {
             sqlx::query(
                 "INSERT INTO organizations (id, name, mfa_required, inactivity_timeout_seconds,
-                 session_lifetime_seconds, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                 session_lifetime_seconds, max_attachment_bytes, attachment_kinds, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(org.id.to_string())
             .bind(&org.name)
             .bind(flag(org.policy.mfa_required))
             .bind(i64::from(org.policy.inactivity_timeout_seconds))
             .bind(i64::from(org.policy.session_lifetime_seconds))
+            .bind(attachment_bytes(&org.policy))
+            .bind(org.policy.attachment_kinds.to_storage())
             .bind(ms(org.created_at))
             .execute(&mut *c)
             .await?;
@@ -122,11 +130,14 @@ impl Store {
         self.audited(audit_rec, now, async |c| {
             let done = sqlx::query(
                 "UPDATE organizations SET mfa_required = $1, inactivity_timeout_seconds = $2,
-                 session_lifetime_seconds = $3 WHERE id = $4",
+                 session_lifetime_seconds = $3, max_attachment_bytes = $4, attachment_kinds = $5
+                 WHERE id = $6",
             )
             .bind(flag(policy.mfa_required))
             .bind(i64::from(policy.inactivity_timeout_seconds))
             .bind(i64::from(policy.session_lifetime_seconds))
+            .bind(attachment_bytes(policy))
+            .bind(policy.attachment_kinds.to_storage())
             .bind(id.to_string())
             .execute(&mut *c)
             .await?;
@@ -215,15 +226,29 @@ impl Store {
     }
 
     /// A page of an organisation's users, ordered by username, after `after`.
-    pub async fn users(&self, org: OrgId, after: Option<&str>, limit: u32) -> StoreResult<UserPage> {
+    pub async fn users(
+        &self,
+        org: OrgId,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<UserPage> {
+        // A search matches a part of the username or the display name, case-insensitively;
+        // LIKE's wildcards in the search are taken literally.
+        let pattern = search.map(|q| {
+            let escaped = q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            format!("%{escaped}%")
+        });
         let sql = format!(
             "SELECT {USER_COLUMNS} FROM users WHERE org_id = $1 AND username > $2
+               AND (CAST($4 AS TEXT) IS NULL OR lower(username) LIKE $4 ESCAPE '\\' OR lower(display_name) LIKE $4 ESCAPE '\\')
              ORDER BY username LIMIT $3"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(org.to_string())
             .bind(after.unwrap_or(""))
             .bind(i64::from(limit) + 1)
+            .bind(pattern)
             .fetch_all(&self.read)
             .await?;
         let mut users = rows.iter().map(rows::user).collect::<StoreResult<Vec<_>>>()?;
@@ -240,10 +265,10 @@ impl Store {
     pub async fn login_candidate(&self, username: &str) -> StoreResult<Option<LoginCandidate>> {
         let sql = format!(
             "SELECT u.{cols}, u.password_hash, u.totp_sealed AS totp, u.totp_pending_sealed AS pending,
-                    u.totp_last_step, o.mfa_required, o.inactivity_timeout_seconds,
-                    o.session_lifetime_seconds
+                    u.totp_last_step, {policy}
              FROM users u JOIN organizations o ON o.id = u.org_id WHERE u.username = $1",
-            cols = USER_COLUMNS.replace(", ", ", u.")
+            cols = USER_COLUMNS.replace(", ", ", u."),
+            policy = rows::POLICY_OF_O,
         );
         let Some(row) =
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(username).fetch_optional(&self.read).await?

@@ -33,6 +33,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_texting.sql"),
         postgres: include_str!("../migrations/postgres/0003_texting.sql"),
     },
+    Migration {
+        version: 4,
+        name: "attachment_policy",
+        sqlite: include_str!("../migrations/sqlite/0004_attachment_policy.sql"),
+        postgres: include_str!("../migrations/postgres/0004_attachment_policy.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> String {

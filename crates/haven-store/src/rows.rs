@@ -1,7 +1,7 @@
 //! Conversions between domain values and column values. Stored data is never trusted blindly:
 //! anything that does not parse is reported as [`StoreError::Corrupt`].
 
-use haven_domain::org::{OrgPolicy, Organization};
+use haven_domain::org::{AttachmentKinds, OrgPolicy, Organization};
 use haven_domain::roles::RoleSet;
 use haven_domain::user::{User, UserStatus};
 use jiff::Timestamp;
@@ -56,8 +56,12 @@ pub(crate) fn user(row: &AnyRow) -> StoreResult<User> {
     })
 }
 
-pub(crate) const ORG_COLUMNS: &str =
-    "id, name, mfa_required, inactivity_timeout_seconds, session_lifetime_seconds, created_at";
+pub(crate) const ORG_COLUMNS: &str = "id, name, mfa_required, inactivity_timeout_seconds, \
+    session_lifetime_seconds, max_attachment_bytes, attachment_kinds, created_at";
+
+/// The policy columns of `organizations o`, for queries that join a user's organisation.
+pub(crate) const POLICY_OF_O: &str = "o.mfa_required, o.inactivity_timeout_seconds, \
+    o.session_lifetime_seconds, o.max_attachment_bytes, o.attachment_kinds";
 
 pub(crate) fn org(row: &AnyRow) -> StoreResult<Organization> {
     Ok(Organization {
@@ -76,6 +80,10 @@ pub(crate) fn policy(row: &AnyRow) -> StoreResult<OrgPolicy> {
         mfa_required: get::<i64>(row, "mfa_required")? != 0,
         inactivity_timeout_seconds: secs("inactivity_timeout_seconds")?,
         session_lifetime_seconds: secs("session_lifetime_seconds")?,
+        max_attachment_bytes: u64::try_from(get::<i64>(row, "max_attachment_bytes")?)
+            .map_err(|_| StoreError::Corrupt("policy"))?,
+        attachment_kinds: AttachmentKinds::from_storage(&get::<String>(row, "attachment_kinds")?)
+            .ok_or(StoreError::Corrupt("policy"))?,
     })
 }
 

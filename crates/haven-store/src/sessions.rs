@@ -144,9 +144,10 @@ async fn end_one(conn: &mut AnyConnection, id: SessionId, reason: &str, now: Tim
 fn session_select() -> String {
     format!(
         "SELECT s.id AS sid, s.state, s.created_at AS s_created, s.last_seen_at, s.expires_at,
-                u.{cols}, o.mfa_required, o.inactivity_timeout_seconds, o.session_lifetime_seconds
+                u.{cols}, {policy}
          FROM sessions s JOIN users u ON u.id = s.user_id JOIN organizations o ON o.id = s.org_id",
-        cols = USER_COLUMNS.replace(", ", ", u.")
+        cols = USER_COLUMNS.replace(", ", ", u."),
+        policy = rows::POLICY_OF_O,
     )
 }
 

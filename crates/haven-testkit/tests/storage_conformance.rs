@@ -79,8 +79,8 @@ both_backends!(users_are_scoped_by_organisation, |b: Backend| async move {
     assert!(matches!(s.user(bb, ua).await, Err(StoreError::NotFound)));
     assert!(matches!(s.deactivate_user(bb, ua, &rec(Some(bb), "x"), t(1)).await, Err(StoreError::NotFound)));
     assert!(matches!(s.reset_mfa(bb, ua, &rec(Some(bb), "x"), t(1)).await, Err(StoreError::NotFound)));
-    assert!(s.users(bb, None, 10).await.unwrap().users.is_empty());
-    assert_eq!(s.users(a, None, 10).await.unwrap().users.len(), 1);
+    assert!(s.users(bb, None, None, 10).await.unwrap().users.is_empty());
+    assert_eq!(s.users(a, None, None, 10).await.unwrap().users.len(), 1);
 });
 
 both_backends!(usernames_are_unique_and_a_failed_write_leaves_no_audit, |b: Backend| async move {
@@ -108,6 +108,38 @@ both_backends!(usernames_are_unique_and_a_failed_write_leaves_no_audit, |b: Back
     );
 });
 
+both_backends!(
+    searching_users_matches_parts_of_names_and_takes_wildcards_literally,
+    |b: Backend| async move {
+        let db = TestDb::new(b).await;
+        let s = open(&db).await;
+        let a = org(&s, "A").await;
+        let other = org(&s, "B").await;
+        for n in ["Alice.Smith", "bob_jones", "bobxjones", "carol%2"] {
+            user(&s, a, n).await;
+        }
+        user(&s, other, "alice.other").await;
+        let names = |q: &'static str| {
+            let s = &s;
+            async move {
+                s.users(a, Some(q), None, 50)
+                    .await
+                    .unwrap()
+                    .users
+                    .into_iter()
+                    .map(|u| u.username)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(names("ALICE").await, ["Alice.Smith"], "case-insensitive, and only this organisation");
+        assert_eq!(names("smi").await, ["Alice.Smith"]);
+        assert_eq!(names("b_j").await, ["bob_jones"], "an underscore is not a wildcard");
+        assert_eq!(names("%").await, ["carol%2"], "a percent sign is not a wildcard");
+        assert!(names("zed").await.is_empty());
+        assert_eq!(names("o").await.len(), 3);
+    }
+);
+
 both_backends!(paging_users_is_complete_and_ordered, |b: Backend| async move {
     let db = TestDb::new(b).await;
     let s = open(&db).await;
@@ -118,7 +150,7 @@ both_backends!(paging_users_is_complete_and_ordered, |b: Backend| async move {
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = s.users(a, after.as_deref(), 2).await.unwrap();
+        let page = s.users(a, None, after.as_deref(), 2).await.unwrap();
         seen.extend(page.users.iter().map(|u| u.username.clone()));
         match page.next_after {
             Some(n) => after = Some(n),

@@ -9,6 +9,7 @@ use haven_app::admin::CreateUser;
 use haven_app::{Actor, App};
 use haven_crypto::Secret;
 use haven_domain::OrgId;
+use haven_domain::org::AttachmentKinds;
 use haven_domain::roles::Role;
 
 use crate::config::Conf;
@@ -80,7 +81,19 @@ pub enum AdminCommand {
         /// End sessions this many seconds after sign-in (300 to 43200).
         #[arg(long)]
         session_lifetime: Option<u32>,
+        /// Largest attachment in bytes (0 turns attachments off; at most 1 GiB).
+        #[arg(long)]
+        max_attachment_bytes: Option<u64>,
+        /// Kinds of file that may be shared, comma-separated: image, pdf, office, text
+        /// (an empty value allows none).
+        #[arg(long, value_parser = parse_kinds)]
+        attachment_kinds: Option<AttachmentKinds>,
     },
+}
+
+fn parse_kinds(s: &str) -> Result<AttachmentKinds, String> {
+    let names: String = s.split(',').map(str::trim).collect::<Vec<_>>().join(",");
+    AttachmentKinds::from_storage(&names).ok_or_else(|| "kinds are image, pdf, office and text".to_owned())
 }
 
 async fn resolve_org(app: &App, org: &str) -> anyhow::Result<OrgId> {
@@ -145,10 +158,27 @@ pub async fn run(conf: &Conf, data_dir: &std::path::Path, cmd: AdminCommand) -> 
             app.reset_mfa(&op, org, user.id).await?;
             println!("reset MFA of {}; they will enrol again at next sign-in", user.username);
         }
-        AdminCommand::Policy { org, mfa_required, inactivity_timeout, session_lifetime } => {
+        AdminCommand::Policy {
+            org,
+            mfa_required,
+            inactivity_timeout,
+            session_lifetime,
+            max_attachment_bytes,
+            attachment_kinds,
+        } => {
             let org = resolve_org(&app, &org).await?;
             let mut policy = app.org(&op, org).await?.policy;
-            let change = mfa_required.is_some() || inactivity_timeout.is_some() || session_lifetime.is_some();
+            let change = mfa_required.is_some()
+                || inactivity_timeout.is_some()
+                || session_lifetime.is_some()
+                || max_attachment_bytes.is_some()
+                || attachment_kinds.is_some();
+            if let Some(v) = max_attachment_bytes {
+                policy.max_attachment_bytes = v;
+            }
+            if let Some(v) = attachment_kinds {
+                policy.attachment_kinds = v;
+            }
             if let Some(v) = mfa_required {
                 policy.mfa_required = v;
             }
@@ -162,8 +192,13 @@ pub async fn run(conf: &Conf, data_dir: &std::path::Path, cmd: AdminCommand) -> 
                 policy = app.set_policy(&op, org, policy).await?.policy;
             }
             println!(
-                "mfa_required = {}\ninactivity_timeout_seconds = {}\nsession_lifetime_seconds = {}",
-                policy.mfa_required, policy.inactivity_timeout_seconds, policy.session_lifetime_seconds
+                "mfa_required = {}\ninactivity_timeout_seconds = {}\nsession_lifetime_seconds = {}\n\
+                 max_attachment_bytes = {}\nattachment_kinds = {:?}",
+                policy.mfa_required,
+                policy.inactivity_timeout_seconds,
+                policy.session_lifetime_seconds,
+                policy.max_attachment_bytes,
+                policy.attachment_kinds.to_storage()
             );
         }
         AdminCommand::ListUsers { org } => {
@@ -171,7 +206,7 @@ pub async fn run(conf: &Conf, data_dir: &std::path::Path, cmd: AdminCommand) -> 
             let mut after: Option<String> = None;
             println!("{:<36}  {:<20} {:<12} {:<5} ROLES", "ID", "USERNAME", "STATUS", "MFA");
             loop {
-                let page = app.users(&op, org, after.as_deref(), 200).await?;
+                let page = app.users(&op, org, None, after.as_deref(), 200).await?;
                 for u in &page.users {
                     let roles: Vec<&str> = u.roles.roles().iter().map(|r| r.as_str()).collect();
                     println!(

@@ -1,6 +1,6 @@
 //! `haven audit …`: export the log for an auditor, verify an export offline, sign a checkpoint.
 
-use std::io::{BufReader, BufWriter};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -8,6 +8,7 @@ use clap::Subcommand;
 use haven_app::Actor;
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
+use tokio::io::AsyncWriteExt;
 
 use crate::config::Conf;
 
@@ -70,9 +71,10 @@ pub async fn run(conf: &Conf, data_dir: &Path, cmd: AuditCommand) -> anyhow::Res
         AuditCommand::Export { output, from, to } => {
             let from = from.as_deref().map(|f| parse_time(f, false)).transpose().context("--from")?;
             let to = to.as_deref().map(|t| parse_time(t, true)).transpose().context("--to")?;
-            let file = std::fs::File::create(&output)
+            let file = tokio::fs::File::create(&output)
+                .await
                 .with_context(|| format!("cannot create {}", output.display()))?;
-            let mut out = BufWriter::new(file);
+            let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
             let progress = bar(0, "exporting");
             let summary = app
                 .export_audit(&Actor::Operator, from, to, &mut out, &mut |done, total| {
@@ -81,7 +83,8 @@ pub async fn run(conf: &Conf, data_dir: &Path, cmd: AuditCommand) -> anyhow::Res
                 })
                 .await?;
             progress.finish_and_clear();
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            out.flush().await?;
+            out.into_inner().sync_all().await?;
             println!(
                 "exported {} entries ({} in full) and {} signed checkpoints to {}",
                 summary.size,

@@ -204,12 +204,59 @@ pub(crate) async fn checkpoint(
     Auth(p): Auth,
 ) -> ApiResult<Json<CheckpointView>> {
     let cp = state.app.latest_checkpoint(&p).await?;
-    Ok(Json(CheckpointView {
+    Ok(Json(checkpoint_view(cp, state.app.audit_verifier_key())))
+}
+
+fn checkpoint_view(cp: haven_app::audit::StoredCheckpoint, verifier_key: String) -> CheckpointView {
+    CheckpointView {
         size: cp.size,
         root_hash: hex(&cp.root),
         note: cp.note,
-        verifier_key: state.app.audit_verifier_key(),
+        verifier_key,
         created_at: cp.created_at.to_string(),
+    }
+}
+
+/// The result of verifying the stored log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VerificationView {
+    /// `verified`, or `failed` when any check failed.
+    pub status: String,
+    /// Entries checked.
+    pub entries: u64,
+    /// The root recomputed from every entry, hex (when verified).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_hash: Option<String>,
+    /// Signed checkpoints checked (signature and root).
+    pub checkpoints_verified: usize,
+    /// The first problem found (when failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// When the check ran (RFC 3339).
+    pub checked_at: String,
+    /// The newest signed checkpoint, which the check covered.
+    pub checkpoint: CheckpointView,
+}
+
+/// GET /api/v1/audit/verification — verify the whole stored log now, as `haven audit verify`
+/// does offline: every entry re-hashed, sequence numbers and times checked, the tree recomputed,
+/// every signed checkpoint checked with the server's verifier key (audited itself).
+#[utoipa::path(get, path = "/api/v1/audit/verification", tag = "audit",
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 200, description = "the verification's result", body = VerificationView), crate::openapi::AuthErrors))]
+pub(crate) async fn verification(
+    State(state): State<HttpState>,
+    Auth(p): Auth,
+) -> ApiResult<Json<VerificationView>> {
+    let v = state.app.verify_audit_log(&p).await?;
+    Ok(Json(VerificationView {
+        status: if v.verified { "verified" } else { "failed" }.into(),
+        entries: v.entries,
+        root_hash: v.root.map(|r| hex(&r)),
+        checkpoints_verified: v.checkpoints,
+        problem: v.problem,
+        checked_at: v.checked_at.to_string(),
+        checkpoint: checkpoint_view(v.checkpoint, v.verifier_key),
     }))
 }
 

@@ -60,6 +60,7 @@ pub(crate) fn routes(attachment_limit: usize) -> Router<HttpState> {
         .route("/api/v1/organization/policy", put(org::set_policy))
         .route("/api/v1/audit/events", get(audit::search))
         .route("/api/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/api/v1/audit/verification", get(audit::verification))
         .route("/api/v1/audit/export", get(audit::export))
         .route("/api/v1/audit/proofs/inclusion", get(audit::inclusion))
         .route("/api/v1/audit/proofs/consistency", get(audit::consistency))

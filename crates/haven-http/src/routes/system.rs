@@ -71,6 +71,8 @@ pub struct Me {
     pub display_name: String,
     /// Roles held.
     pub roles: Vec<Role>,
+    /// What the roles allow (clients show only what the user may do; the server checks anyway).
+    pub permissions: Vec<haven_domain::roles::Permission>,
     /// Whether an authenticator is enrolled.
     pub mfa_enrolled: bool,
     /// Unused recovery codes left.
@@ -91,6 +93,7 @@ pub(crate) async fn me(State(state): State<HttpState>, Auth(p): Auth) -> ApiResu
         username: p.user.username.clone(),
         display_name: p.user.display_name.clone(),
         roles: p.user.roles.roles().to_vec(),
+        permissions: p.user.roles.permissions(),
         mfa_enrolled: p.user.mfa_enrolled,
         recovery_codes_left: left,
         inactivity_timeout_seconds: p.policy.inactivity_timeout_seconds,

@@ -61,10 +61,13 @@ pub struct UserList {
     pub next_after: Option<String>,
 }
 
-/// Paging parameters.
+/// Search and paging parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
+    /// Only users whose username or display name contains this (case-insensitive).
+    #[param(max_length = 100)]
+    pub q: Option<String>,
     /// Return users whose username sorts after this one.
     pub after: Option<String>,
     /// Page size, 1 to 200 (default 50).
@@ -114,7 +117,7 @@ pub(crate) async fn list(
 ) -> ApiResult<Json<UserList>> {
     let org = p.org();
     let limit = super::page_limit(q.limit, 50, 200)?;
-    let page = state.app.users(&actor(p), org, q.after.as_deref(), limit).await?;
+    let page = state.app.users(&actor(p), org, q.q.as_deref(), q.after.as_deref(), limit).await?;
     Ok(Json(UserList {
         users: page.users.into_iter().map(Into::into).collect(),
         next_after: page.next_after,
