@@ -222,4 +222,15 @@ export function assertNoProblems(page, assert) {
   assert.deepEqual(page.problems, [], 'the page logged errors or CSP violations');
 }
 
+/** Polls `fn` until it returns something truthy (or fails after `timeout` ms). */
+export async function until(fn, timeout = 10_000) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`condition not met within ${timeout} ms: ${fn}`);
+    await sleep(100);
+  }
+}
+
 export { sleep };

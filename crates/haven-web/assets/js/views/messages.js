@@ -46,12 +46,9 @@ function ConversationList({ openId }) {
 function ConversationItem({ c, current }) {
   const name = conversationName(c);
   const pri = c.unread > 0 && c.newest_unread_priority && c.newest_unread_priority !== 'routine' ? c.newest_unread_priority : null;
-  const label = [name, c.patient ? `patient ${c.patient.name}` : null, c.unread ? `${c.unread} unread` : null, pri ? PRIORITY_LABEL[pri] : null]
-    .filter(Boolean)
-    .join(', ');
   return html`<li>
     <a href=${'#/messages/' + c.id} class=${'conv' + (current ? ' current' : '') + (c.unread ? ' unread' : '')}
-       aria-current=${current ? 'true' : undefined} aria-label=${label}>
+       aria-current=${current ? 'true' : undefined}>
       <span class="conv-top">
         <span class="conv-name">${name}</span>
         <span class="conv-time">${shortTime(c.last_activity_at)}</span>
@@ -61,7 +58,7 @@ function ConversationItem({ c, current }) {
         : html`<span class="conv-kind">${c.kind === 'direct' ? 'Direct' : 'Group'}${c.is_member ? '' : ' · left'}</span>`}
       <span class="conv-badges">
         ${pri ? html`<span class=${'pri pri-' + pri}>${PRIORITY_LABEL[pri]}</span>` : null}
-        ${c.unread ? html`<span class="badge">${c.unread}</span>` : null}
+        ${c.unread ? html`<span class="badge">${c.unread}<span class="sr-only"> unread</span></span>` : null}
       </span>
     </a>
   </li>`;

@@ -38,7 +38,7 @@ function Header() {
       </ul>
     </nav>
     <details class="user-menu">
-      <summary><span class="avatar" aria-hidden="true">${initials(s.me.display_name)}</span><span class="who">${s.me.display_name}</span></summary>
+      <summary><span class="avatar" aria-hidden="true">${initials(s.me.display_name)}</span><span class="sr-only">Account menu: </span><span class="who">${s.me.display_name}</span></summary>
       <div class="menu">
         <p class="muted">Signed in as ${s.me.username}</p>
         <button type="button" class="secondary" onClick=${() => signOut('manual')}>Sign out</button>
