@@ -51,6 +51,13 @@ test('the sign-in screens are accessible and keyboard-only sign-in works', async
   await okafor.keyboard.press('Enter');
   await okafor.getByRole('navigation', { name: 'Sections' }).waitFor();
   assert.equal(await okafor.evaluate(() => document.cookie), '', 'the session cookie is HttpOnly');
+  // From the top of the page, the first Tab reaches "Skip to content", which moves focus
+  // past the header to the main area.
+  await okafor.locator('body').focus();
+  await okafor.keyboard.press('Tab');
+  assert.equal(await okafor.evaluate(() => document.activeElement.textContent), 'Skip to content');
+  await okafor.keyboard.press('Enter');
+  assert.equal(await okafor.evaluate(() => document.activeElement.id), 'main');
   assertNoProblems(okafor, assert);
 });
 
@@ -224,4 +231,35 @@ test('on a phone-sized screen the list and the conversation take turns', async (
   await checkA11y(phone, 'phone conversation list');
   await screenshot(phone, '09-phone-list');
   await phone.context().close();
+});
+
+test('a conversation about a patient shows the patient on both sides', async () => {
+  await okafor.getByRole('button', { name: 'New' }).click();
+  const dialog = okafor.getByRole('dialog', { name: 'New conversation' });
+  await dialog.getByLabel('About a patient').check();
+  await dialog.getByLabel('Patient MRN').fill('DEMO-9999');
+  await dialog.getByRole('button', { name: 'Find' }).click();
+  await dialog.getByText('No patient has this MRN in your organisation.').waitFor();
+  await dialog.getByLabel('Patient MRN').fill('DEMO-1001');
+  await dialog.getByRole('button', { name: 'Find' }).click();
+  await dialog.getByRole('group', { name: 'Patient' }).getByText('Jordan Rivers').waitFor();
+  await dialog.getByLabel('Title (optional)').fill('Hyperkalaemia follow-up');
+  await dialog.getByLabel('Search the directory').fill('lindq');
+  await dialog.getByRole('button', { name: /Erik Lindqvist/ }).click();
+  await checkA11y(okafor, 'new patient conversation');
+  await dialog.getByRole('button', { name: 'Start' }).click();
+  const banner = okafor.getByRole('region', { name: 'Patient' });
+  await banner.getByText('MRN DEMO-1001').waitFor();
+  await composer(okafor).fill('Repeat potassium came back at 5.2.');
+  await okafor.getByLabel('Priority').selectOption('stat');
+  await okafor.getByRole('button', { name: 'Send' }).click();
+  await message(okafor, 'Repeat potassium').waitFor();
+
+  await lindqvist.goto(proxy.base + '/#/messages');
+  const item = lindqvist.getByRole('link', { name: /Hyperkalaemia follow-up.*Jordan Rivers.*DEMO-1001.*STAT.*1 unread/ });
+  await item.waitFor({ timeout: 10_000 });
+  await item.click();
+  await lindqvist.getByRole('region', { name: 'Patient' }).getByText('Jordan Rivers').waitFor();
+  await screenshot(lindqvist, '09b-patient-conversation');
+  assertNoProblems(okafor, assert);
 });

@@ -3,6 +3,7 @@
 
 import { html, useEffect, useState } from '../lib.js';
 import { get } from '../api.js';
+import { S, update, useStore } from '../store.js';
 import { FormError, Spinner, useId } from './common.js';
 import { count, fullTime } from '../format.js';
 
@@ -18,8 +19,24 @@ const ACTIONS = [
 
 const OUTCOME_LABEL = { success: 'Success', failure: 'Failure', serious_failure: 'Serious failure', minor_failure: 'Failure' };
 
+/** Learns the directory's names, so entries say who rather than an id. */
+async function learnNames() {
+  let after = null;
+  for (let i = 0; i < 10; i += 1) {
+    const params = new URLSearchParams({ limit: '100' });
+    if (after) params.set('after', after);
+    const page = await get(`/api/v1/users?${params}`, { background: true });
+    update((s) => page.users.forEach((u) => s.names.set(u.id, u.display_name)));
+    after = page.next_after;
+    if (!after) return;
+  }
+}
+
 /** The whole audit screen. */
 export function Audit() {
+  useEffect(() => {
+    learnNames().catch(() => {});
+  }, []);
   return html`<main id="main" class="page" tabindex="-1">
     <h1>Audit log</h1>
     <${Verification} />
@@ -61,7 +78,7 @@ function Verification() {
             <dt>Verifier key</dt><dd><code class="hash">${v.checkpoint.verifier_key}</code></dd>
           </dl>
           <p class="muted">Exports carry the proofs: verify them offline with <code>haven audit verify</code> and the verifier key.
-            <a href="/api/v1/audit/export?format=jsonl" download>Export (JSON Lines)</a> ·
+            ${' '}<a href="/api/v1/audit/export?format=jsonl" download>Export (JSON Lines)</a> ·
             <a href="/api/v1/audit/export?format=fhir" download>Export (FHIR AuditEvent bundle)</a></p>`
       : null}
   </section>`;
@@ -70,6 +87,7 @@ function Verification() {
 const EMPTY = { user: '', patient: '', conversation: '', action: '', outcome: '', from: '', to: '' };
 
 function Search() {
+  useStore();
   const [filters, setFilters] = useState(EMPTY);
   const [applied, setApplied] = useState(EMPTY);
   const [page, setPage] = useState({ events: [], next: null, loading: true, error: null });
@@ -157,7 +175,10 @@ function Search() {
 
 function who(agent) {
   const parts = [];
-  if (agent.user_id) parts.push(html`<code>${agent.user_id}</code>`);
+  if (agent.user_id) {
+    const name = S.names.get(agent.user_id);
+    parts.push(name ? html`<span title=${agent.user_id}>${name}</span>` : html`<code>${agent.user_id}</code>`);
+  }
   if (agent.role) parts.push(html` <span class="chip">${agent.role}</span>`);
   if (agent.system) parts.push(agent.system);
   if (agent.address) parts.push(html` <span class="muted">${agent.address}</span>`);
