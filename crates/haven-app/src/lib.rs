@@ -18,6 +18,7 @@ pub mod keys;
 pub mod messaging;
 pub mod outbox;
 pub mod patient_link;
+pub mod patient_thread;
 pub mod patients;
 pub mod realtime;
 pub mod texting;

@@ -133,7 +133,7 @@ impl App {
         if m.is_current() { Ok(m) } else { Err(AppError::NotFound) }
     }
 
-    async fn publish_events(
+    pub(crate) async fn publish_events(
         &self,
         org: OrgId,
         events: &[StoredEvent],

@@ -75,7 +75,7 @@ fn code_hash(link: LinkId, code: &str) -> Vec<u8> {
 }
 
 impl App {
-    fn page_agent(meta: &RequestMeta) -> AuditAgent {
+    pub(crate) fn page_agent(meta: &RequestMeta) -> AuditAgent {
         AuditAgent {
             address: meta.address.clone(),
             user_agent: meta.user_agent.clone(),
@@ -98,7 +98,7 @@ impl App {
             .entity("conversation", link.conversation_id)
     }
 
-    async fn link(&self, token: &str) -> AppResult<StoredLink> {
+    pub(crate) async fn link(&self, token: &str) -> AppResult<StoredLink> {
         // A token is 22 base64url characters (128 bits); anything else is not a link.
         if token.len() != 22 || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(AppError::NotFound);

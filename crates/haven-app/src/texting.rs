@@ -14,7 +14,10 @@ use haven_domain::sms::{
 use haven_domain::texting::{Inbound, classify, next_open_everywhere, next_within_caps};
 use haven_domain::{ConsentId, ConversationId, InboundTextId, LinkId, OrgId, PatientId, TextId};
 use haven_sms::{GatewayConfig, InboundSms, StatusReport};
-use haven_store::{ConsentRow, InboundPlan, NewInbound, NewLink, NewText, StoredGateway, StoredText};
+use haven_store::{
+    ConsentRow, InboundPlan, NewInbound, NewLink, NewPatientMessage, NewText, PatientMessageSent,
+    StoredGateway, StoredText,
+};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +108,10 @@ pub struct PatientTextRequest {
     /// Urgent texts are not held for quiet hours (caps and consent still apply).
     #[serde(default)]
     pub urgent: bool,
+    /// The message for the patient, read on the secure page after the identity check (never
+    /// in the SMS). Without it the text only invites the patient to the page.
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 fn default_purpose() -> Purpose {
@@ -491,6 +498,7 @@ impl App {
                 view.time_zone.clone(),
                 body,
                 None,
+                None,
             )
             .await?;
         }
@@ -532,7 +540,8 @@ impl App {
         time_zone: Option<String>,
         body: String,
         link: Option<NewLink>,
-    ) -> AppResult<(TextId, Timestamp)> {
+        thread: Option<&NewPatientMessage>,
+    ) -> AppResult<(TextId, Timestamp, Option<PatientMessageSent>)> {
         let org = p.org();
         let text = NewText {
             purpose,
@@ -556,20 +565,38 @@ impl App {
             let t = next_within_caps(earlier, now, &settings.caps);
             if urgent { t } else { settings.next_window(t, time_zone.as_deref()) }
         };
-        let at =
-            self.store.enqueue_text(&text, link.as_ref(), schedule, &rec).await.map_err(|e| match e {
-                haven_store::StoreError::Conflict("opted_out") => AppError::Conflict(
-                    "patient_opted_out",
-                    "the patient's number opted out of texts (STOP)".into(),
-                ),
-                haven_store::StoreError::Conflict("no_consent") => AppError::Conflict(
-                    "no_consent",
-                    "there is no recorded consent to text this number for this purpose".into(),
-                ),
-                e => e.into(),
-            })?;
+        let refused = |e: haven_store::StoreError| match e {
+            haven_store::StoreError::Conflict("opted_out") => AppError::Conflict(
+                "patient_opted_out",
+                "the patient's number opted out of texts (STOP)".into(),
+            ),
+            haven_store::StoreError::Conflict("no_consent") => AppError::Conflict(
+                "no_consent",
+                "there is no recorded consent to text this number for this purpose".into(),
+            ),
+            e => e.into(),
+        };
+        // A message of the patient's thread is stored with the text that announces it, or not at all.
+        let (at, sent) = match (thread, &link) {
+            (Some(m), Some(l)) => {
+                let message_rec = self
+                    .texting_record(org, "patient-message-send", AuditAction::C, p.agent())
+                    .entity("patient", patient)
+                    .entity("conversation", m.conversation_id)
+                    .entity("patient-message", m.id);
+                let (sent, at) = self
+                    .store
+                    .message_patient(m, &text, l, schedule, &[message_rec, rec])
+                    .await
+                    .map_err(refused)?;
+                (at, Some(sent))
+            }
+            _ => {
+                (self.store.enqueue_text(&text, link.as_ref(), schedule, &rec).await.map_err(refused)?, None)
+            }
+        };
         self.texting.wake();
-        Ok((id, at))
+        Ok((id, at, sent))
     }
 
     /// Texts a patient that a secure message is waiting, with a link to read it. The text comes
@@ -621,7 +648,11 @@ impl App {
             &self.public_url(&format!("/p/{token_text}")),
             &gateway.help_phone,
         );
-        let (id, at) = self
+        let thread = match &req.body {
+            Some(text) => Some(self.patient_message_to(p, conv, patient, &org_key, text)?),
+            None => None,
+        };
+        let (id, at, sent) = self
             .queue_text(
                 p,
                 &org_key,
@@ -634,8 +665,12 @@ impl App {
                 view.time_zone.clone(),
                 body,
                 Some(link),
+                thread.as_ref(),
             )
             .await?;
+        if let Some(sent) = sent {
+            self.publish_events(org, &[sent.event], &sent.recipients).await?;
+        }
         Ok(TextView {
             id,
             kind: TextKind::SecureMessage,
@@ -742,11 +777,34 @@ impl App {
                     recorded_at: now,
                 });
             };
+        // Free text from a known patient joins the thread of their latest secure message.
+        let thread = match (kind, patient) {
+            (Inbound::Message | Inbound::LooksLikeOptOut, Some(pid)) => {
+                match self.store.latest_patient_conversation(org, pid).await? {
+                    Some(conv) => Some(self.patient_message_from(
+                        &org_key,
+                        org,
+                        conv,
+                        pid,
+                        haven_domain::messaging::PatientChannel::Sms,
+                        &sms.body,
+                    )),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
         let plan = |status: &ConsentStatus| -> InboundPlan {
             let mut plan = InboundPlan {
                 audits: vec![audit_for("sms-receive", "inbound-text", id.to_string())],
                 ..Default::default()
             };
+            if let Some(m) = thread {
+                let rec = audit_for("patient-message-receive", "patient-message", m.id.to_string())
+                    .entity("conversation", m.conversation_id);
+                plan.audits.push(rec);
+                plan.patient_message = Some(m);
+            }
             let reply = match kind {
                 // Exactly one confirmation: only the opt-out that changes the state is answered.
                 Inbound::OptOut if !status.opted_out => {
@@ -778,9 +836,12 @@ impl App {
         };
         match self.store.receive_text(&inbound, plan).await? {
             None => Ok(Received::Duplicate),
-            Some(done) => {
+            Some((done, thread)) => {
                 if !done.texts.is_empty() {
                     self.texting.wake();
+                }
+                if let Some(sent) = thread {
+                    self.publish_events(org, &[sent.event], &sent.recipients).await?;
                 }
                 Ok(Received::Recorded)
             }

@@ -97,6 +97,9 @@ pub struct EventView {
     /// The message concerned, in its current state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<MessageView>,
+    /// The message of the patient's thread (type `patient_message`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient_message: Option<crate::patient_thread::PatientMessageView>,
 }
 
 /// The patient banner of a patient conversation (members only).
@@ -276,13 +279,20 @@ impl App {
                 by_message.entry(m).or_default().push(a);
             }
         }
-        let org_key =
-            if events.iter().any(|e| e.message.is_some()) { Some(self.org_key(org).await?) } else { None };
+        let org_key = if events.iter().any(|e| e.message.is_some() || e.patient_message.is_some()) {
+            Some(self.org_key(org).await?)
+        } else {
+            None
+        };
         events
             .iter()
             .map(|e| {
                 let message = match (&e.message, &org_key) {
                     (Some(m), Some(k)) => Some(self.message_view(k, org, m, &by_message)?),
+                    _ => None,
+                };
+                let patient_message = match (&e.patient_message, &org_key) {
+                    (Some(m), Some(k)) => Some(Self::patient_message_view(k, org, m)?),
                     _ => None,
                 };
                 Ok(EventView {
@@ -293,6 +303,7 @@ impl App {
                     actor_id: e.actor_id,
                     subject_id: e.subject_id,
                     message,
+                    patient_message,
                 })
             })
             .collect()

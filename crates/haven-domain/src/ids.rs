@@ -112,6 +112,10 @@ id_type!(
     /// A secure link sent to a patient.
     LinkId
 );
+id_type!(
+    /// A message of a patient's thread.
+    PatientMessageId
+);
 
 #[cfg(test)]
 mod tests {

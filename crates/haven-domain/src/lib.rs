@@ -20,8 +20,8 @@ pub mod user;
 pub mod validation;
 
 pub use ids::{
-    AttachmentId, ConsentId, ConversationId, InboundTextId, LinkId, MessageId, OrgId, PatientId, SessionId,
-    TextId, UserId,
+    AttachmentId, ConsentId, ConversationId, InboundTextId, LinkId, MessageId, OrgId, PatientId,
+    PatientMessageId, SessionId, TextId, UserId,
 };
 pub use validation::ValidationError;
 

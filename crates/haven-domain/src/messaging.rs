@@ -62,11 +62,14 @@ pub enum EventKind {
     MessageRecalled,
     /// A message reached its expiry: its content is destroyed.
     MessageExpired,
+    /// A message of the patient's thread: to the patient (read on the secure page) or from
+    /// them (written there or texted).
+    PatientMessage,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Created,
         EventKind::MemberAdded,
         EventKind::MemberRemoved,
@@ -75,6 +78,7 @@ impl EventKind {
         EventKind::MessageEdited,
         EventKind::MessageRecalled,
         EventKind::MessageExpired,
+        EventKind::PatientMessage,
     ];
 
     /// The stable name used in storage and on the wire.
@@ -88,6 +92,7 @@ impl EventKind {
             EventKind::MessageEdited => "message_edited",
             EventKind::MessageRecalled => "message_recalled",
             EventKind::MessageExpired => "message_expired",
+            EventKind::PatientMessage => "patient_message",
         }
     }
 
@@ -116,6 +121,40 @@ pub(crate) use stable_names;
 stable_names!(ConversationKind { Direct => "direct", Group => "group", Patient => "patient" });
 stable_names!(Priority { Routine => "routine", Urgent => "urgent", Stat => "stat" });
 stable_names!(ContentType { Text => "text", MlsCiphertext => "mls_ciphertext" });
+
+/// Which way a message of a patient's thread went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PatientDirection {
+    /// Staff to the patient: announced by a PHI-free text with a secure link.
+    ToPatient,
+    /// The patient to staff.
+    FromPatient,
+}
+
+/// How a message of a patient's thread travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PatientChannel {
+    /// Read or written on the secure page, after the identity check.
+    SecurePage,
+    /// Texted by the patient.
+    Sms,
+}
+
+/// Where a patient thread stands in the organisation's shared inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InboxStatus {
+    /// The patient wrote and staff have not finished with it.
+    Open,
+    /// Handled (a new message from the patient opens it again).
+    Done,
+}
+
+stable_names!(PatientDirection { ToPatient => "to_patient", FromPatient => "from_patient" });
+stable_names!(PatientChannel { SecurePage => "secure_page", Sms => "sms" });
+stable_names!(InboxStatus { Open => "open", Done => "done" });
 
 /// Limits on messages, set by the server's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,6 +32,7 @@ use crate::routes::{attachments, audit, auth, conversations, org, patients, syst
         attachments::upload, attachments::download, ws::upgrade,
         texting::set_gateway, texting::get_gateway, texting::set_template, texting::consent,
         texting::record_consent, texting::texts, texting::text_patient, texting::export,
+        texting::inbox, texting::update_inbox,
     ),
     components(schemas(Problem, audit::ExportFormatParam)),
     modifiers(&Security),

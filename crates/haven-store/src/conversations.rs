@@ -9,12 +9,13 @@
 
 use haven_domain::audit::AuditRecord;
 use haven_domain::messaging::{ConversationKind, EventKind, Priority};
-use haven_domain::{ConversationId, MessageId, OrgId, PatientId, UserId};
+use haven_domain::{ConversationId, MessageId, OrgId, PatientId, PatientMessageId, UserId};
 use jiff::Timestamp;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use crate::messages::{MESSAGE_COLUMNS, StoredMessage, message_row};
+use crate::patient_thread::{PATIENT_MESSAGE_COLUMNS, patient_message_row};
 use crate::rows::{get, id, ms, ts};
 use crate::{Store, StoreError, StoreResult, touched};
 
@@ -124,6 +125,8 @@ pub struct StoredEvent {
     pub subject_id: Option<UserId>,
     /// The message concerned, as it is now.
     pub message: Option<StoredMessage>,
+    /// The message of the patient's thread (kind `patient_message`).
+    pub patient_message: Option<crate::patient_thread::StoredPatientMessage>,
     /// When.
     pub created_at: Timestamp,
 }
@@ -213,6 +216,7 @@ pub(crate) struct EventInsert {
     pub kind: EventKind,
     pub actor: Option<UserId>,
     pub message: Option<MessageId>,
+    pub patient_message: Option<PatientMessageId>,
     pub subject: Option<UserId>,
     pub priority: Option<Priority>,
     pub now: Timestamp,
@@ -228,7 +232,7 @@ pub(crate) async fn insert_event(c: &mut AnyConnection, e: &EventInsert) -> Stor
     .bind(e.org.to_string())
     .bind(e.kind.as_str())
     .bind(e.actor.map(|u| u.to_string()))
-    .bind(e.message.map(|m| m.to_string()))
+    .bind(e.message.map(|m| m.to_string()).or_else(|| e.patient_message.map(|m| m.to_string())))
     .bind(e.subject.map(|u| u.to_string()))
     .bind(e.priority.map(|p| p.as_str()))
     .bind(ms(e.now))
@@ -334,6 +338,7 @@ impl Store {
                     kind: EventKind::Created,
                     actor: Some(conv.created_by),
                     message: None,
+                    patient_message: None,
                     subject: None,
                     priority: None,
                     now: conv.now,
@@ -347,6 +352,7 @@ impl Store {
                 actor_id: Some(conv.created_by),
                 subject_id: None,
                 message: None,
+                patient_message: None,
                 created_at: conv.now,
             })
         })
@@ -426,8 +432,8 @@ impl Store {
         let sql = format!(
             "SELECT {CONV_COLUMNS}, {MEMBER_COLUMNS},
                (SELECT COUNT(*) FROM conversation_events e WHERE e.conversation_id = c.id
-                  AND e.kind = 'message' AND e.seq > m.read_seq AND e.seq <= {visible}
-                  AND e.actor_id <> m.user_id) AS unread,
+                  AND e.kind IN ('message', 'patient_message') AND e.seq > m.read_seq AND e.seq <= {visible}
+                  AND COALESCE(e.actor_id, '') <> m.user_id) AS unread,
                (SELECT e.priority FROM conversation_events e WHERE e.conversation_id = c.id
                   AND e.kind = 'message' AND e.seq > m.read_seq AND e.seq <= {visible}
                   AND e.actor_id <> m.user_id ORDER BY e.seq DESC LIMIT 1) AS unread_priority
@@ -542,9 +548,10 @@ impl Store {
         };
         let sql = format!(
             "SELECT e.seq, e.kind, e.actor_id, e.subject_id, e.created_at AS event_at, e.message_id,
-               {MESSAGE_COLUMNS}
+               {MESSAGE_COLUMNS}, {PATIENT_MESSAGE_COLUMNS}
              FROM conversation_events e LEFT JOIN messages msg ON msg.id = e.message_id
              LEFT JOIN message_versions v ON v.message_id = msg.id AND v.version = msg.version
+             LEFT JOIN patient_messages pm ON pm.id = e.message_id
              WHERE e.conversation_id = $1 AND {cond} AND e.seq >= $3 AND e.seq <= $4
              ORDER BY e.seq {order} LIMIT $5"
         );
@@ -560,14 +567,20 @@ impl Store {
             .iter()
             .map(|r| {
                 let kind: String = get(r, "kind")?;
+                let kind = EventKind::parse(&kind).ok_or(StoreError::Corrupt("event kind"))?;
                 let message_id: Option<String> = get(r, "message_id")?;
+                let patient = kind == EventKind::PatientMessage;
                 Ok(StoredEvent {
                     conversation_id: conv,
                     seq: get(r, "seq")?,
-                    kind: EventKind::parse(&kind).ok_or(StoreError::Corrupt("event kind"))?,
+                    kind,
                     actor_id: get::<Option<String>>(r, "actor_id")?.map(|s| id(&s)).transpose()?,
                     subject_id: get::<Option<String>>(r, "subject_id")?.map(|s| id(&s)).transpose()?,
-                    message: message_id.map(|_| message_row(r)).transpose()?,
+                    message: message_id.as_ref().filter(|_| !patient).map(|_| message_row(r)).transpose()?,
+                    patient_message: message_id
+                        .filter(|_| patient)
+                        .map(|_| patient_message_row(r))
+                        .transpose()?,
                     created_at: ts(get(r, "event_at")?)?,
                 })
             })
@@ -725,6 +738,7 @@ async fn member_event(
             kind,
             actor: Some(actor),
             message: None,
+            patient_message: None,
             subject: Some(subject),
             priority: None,
             now,
@@ -738,6 +752,7 @@ async fn member_event(
         actor_id: Some(actor),
         subject_id: Some(subject),
         message: None,
+        patient_message: None,
         created_at: now,
     })
 }

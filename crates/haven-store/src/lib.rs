@@ -14,6 +14,7 @@ mod identity;
 mod links;
 mod messages;
 mod migrate;
+mod patient_thread;
 mod patients;
 mod rows;
 mod send;
@@ -37,6 +38,7 @@ pub use conversations::{
 pub use identity::{LoginCandidate, NewUser, SealedTotp, UserPage};
 pub use links::{NewPatientSession, StoredLink};
 pub use messages::{MessageChange, NewAttachment, NewMessage, Sent, StoredAttachment, StoredMessage};
+pub use patient_thread::{InboxEntry, NewPatientMessage, PatientMessageSent, StoredPatientMessage};
 pub use patients::{StoredOrgKey, StoredPatient};
 pub use sessions::{MfaProof, NewSession, SessionRecord, SessionSummary};
 pub use texting::{ConsentRow, InboundPlan, NewInbound, NewLink, NewText, StoredGateway, StoredText};

@@ -237,6 +237,7 @@ pub(crate) fn message_event(
         actor_id: actor,
         subject_id: None,
         message: Some(m),
+        patient_message: None,
         created_at: at,
     }
 }
@@ -475,7 +476,18 @@ async fn change_event(
     let seq = next_seq(c, org, conv, now).await?;
     insert_event(
         c,
-        &EventInsert { org, conv, seq, kind, actor, message: Some(msg), subject: None, priority: None, now },
+        &EventInsert {
+            org,
+            conv,
+            seq,
+            kind,
+            actor,
+            message: Some(msg),
+            patient_message: None,
+            subject: None,
+            priority: None,
+            now,
+        },
     )
     .await?;
     let recipients = current_members(c, conv).await?;

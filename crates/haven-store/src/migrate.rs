@@ -39,6 +39,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_attachment_policy.sql"),
         postgres: include_str!("../migrations/postgres/0004_attachment_policy.sql"),
     },
+    Migration {
+        version: 5,
+        name: "patient_thread",
+        sqlite: include_str!("../migrations/sqlite/0005_patient_thread.sql"),
+        postgres: include_str!("../migrations/postgres/0005_patient_thread.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> String {

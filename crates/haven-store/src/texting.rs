@@ -192,6 +192,8 @@ pub struct InboundPlan {
     pub texts: Vec<NewText>,
     /// Audit records (the inbound text itself, consent changes, replies).
     pub audits: Vec<AuditRecord>,
+    /// The text as a message of the patient's thread (free text from a known patient).
+    pub patient_message: Option<crate::patient_thread::NewPatientMessage>,
 }
 
 const SCOPE_ALL: &str = "all";
@@ -491,51 +493,7 @@ impl Store {
         schedule: impl FnOnce(&[Timestamp]) -> Timestamp,
         audit_rec: &AuditRecord,
     ) -> StoreResult<Timestamp> {
-        self.audited(audit_rec, text.created_at, async |c| {
-            let status = consent_status(c, text.org_id, &text.phone_index).await?;
-            if let Some(why) = refusal(&status, text.kind, text.purpose) {
-                return Err(StoreError::Conflict(why));
-            }
-            let mut earlier = Vec::new();
-            if let Some(p) = text.purpose {
-                let since = text.created_at - SignedDuration::from_hours(24 * 8);
-                let rows = sqlx::query(
-                    "SELECT COALESCE(sent_at, not_before) AS at FROM sms_outbox
-                     WHERE org_id = $1 AND phone_index = $2 AND purpose = $3
-                       AND status IN ('queued', 'sending', 'sent', 'delivered') AND COALESCE(sent_at, not_before) > $4",
-                )
-                .bind(text.org_id.to_string())
-                .bind(text.phone_index.clone())
-                .bind(p.as_str())
-                .bind(ms(since))
-                .fetch_all(&mut *c)
-                .await?;
-                for r in &rows {
-                    earlier.push(ts(get(r, "at")?)?);
-                }
-            }
-            let mut t = text.clone();
-            t.not_before = schedule(&earlier).max(text.not_before);
-            insert_text(c, &t).await?;
-            if let Some(l) = link {
-                sqlx::query(
-                    "INSERT INTO secure_links (id, token_hash, org_id, patient_id, conversation_id, created_by,
-                        created_at, expires_at, failed_attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
-                )
-                .bind(l.id.to_string())
-                .bind(l.token_hash.clone())
-                .bind(l.org_id.to_string())
-                .bind(l.patient_id.to_string())
-                .bind(l.conversation_id.to_string())
-                .bind(l.created_by.to_string())
-                .bind(ms(l.created_at))
-                .bind(ms(l.expires_at))
-                .execute(&mut *c)
-                .await?;
-            }
-            Ok(t.not_before)
-        })
-        .await
+        self.audited(audit_rec, text.created_at, async |c| enqueue_in(c, text, link, schedule).await).await
     }
 
     /// Records an inbound text and what answering it writes, in one transaction. `plan` sees
@@ -545,7 +503,7 @@ impl Store {
         &self,
         inbound: &NewInbound,
         plan: impl FnOnce(&ConsentStatus) -> InboundPlan,
-    ) -> StoreResult<Option<InboundPlan>> {
+    ) -> StoreResult<Option<(InboundPlan, Option<crate::patient_thread::PatientMessageSent>)>> {
         let mut tx = self.write.begin().await?;
         let done = sqlx::query(
             "INSERT INTO sms_inbound (id, org_id, provider, provider_id, phone_index, sealed, keyword, patient_id,
@@ -576,12 +534,16 @@ impl Store {
         for t in &plan.texts {
             insert_text(&mut tx, t).await?;
         }
+        let thread = match &plan.patient_message {
+            Some(m) => Some(crate::patient_thread::insert_patient_message(&mut tx, m).await?),
+            None => None,
+        };
         let mut log = crate::audit::Appender::load(&mut tx).await?;
         let recs: Vec<_> = plan.audits.iter().map(|a| (a, inbound.received_at)).collect();
         log.append_many(&mut tx, &recs).await?;
         log.finish(&mut tx).await?;
         tx.commit().await?;
-        Ok(Some(plan))
+        Ok(Some((plan, thread)))
     }
 
     /// Claims up to `limit` texts that are due (or whose worker's lease ran out) for sending.
@@ -801,4 +763,56 @@ impl Store {
                 .await?;
         rows.iter().map(|r| id(&get::<String>(r, "id")?)).collect()
     }
+}
+
+/// Queues a text (and its secure link) inside the caller's transaction: consent is checked
+/// and the frequency caps applied there, so a text that may not go out writes nothing.
+pub(crate) async fn enqueue_in(
+    c: &mut AnyConnection,
+    text: &NewText,
+    link: Option<&NewLink>,
+    schedule: impl FnOnce(&[Timestamp]) -> Timestamp,
+) -> StoreResult<Timestamp> {
+    let status = consent_status(c, text.org_id, &text.phone_index).await?;
+    if let Some(why) = refusal(&status, text.kind, text.purpose) {
+        return Err(StoreError::Conflict(why));
+    }
+    let mut earlier = Vec::new();
+    if let Some(p) = text.purpose {
+        let since = text.created_at - SignedDuration::from_hours(24 * 8);
+        let rows = sqlx::query(
+            "SELECT COALESCE(sent_at, not_before) AS at FROM sms_outbox
+             WHERE org_id = $1 AND phone_index = $2 AND purpose = $3
+               AND status IN ('queued', 'sending', 'sent', 'delivered') AND COALESCE(sent_at, not_before) > $4",
+        )
+        .bind(text.org_id.to_string())
+        .bind(text.phone_index.clone())
+        .bind(p.as_str())
+        .bind(ms(since))
+        .fetch_all(&mut *c)
+        .await?;
+        for r in &rows {
+            earlier.push(ts(get(r, "at")?)?);
+        }
+    }
+    let mut t = text.clone();
+    t.not_before = schedule(&earlier).max(text.not_before);
+    insert_text(c, &t).await?;
+    if let Some(l) = link {
+        sqlx::query(
+            "INSERT INTO secure_links (id, token_hash, org_id, patient_id, conversation_id, created_by,
+                created_at, expires_at, failed_attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
+        )
+        .bind(l.id.to_string())
+        .bind(l.token_hash.clone())
+        .bind(l.org_id.to_string())
+        .bind(l.patient_id.to_string())
+        .bind(l.conversation_id.to_string())
+        .bind(l.created_by.to_string())
+        .bind(ms(l.created_at))
+        .bind(ms(l.expires_at))
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(t.not_before)
 }

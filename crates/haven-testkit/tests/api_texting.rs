@@ -494,12 +494,27 @@ impl Clinic {
         form: &[(&str, &str)],
         origin: bool,
     ) -> (u16, reqwest::header::HeaderMap, String) {
+        self.page_as(method, path, form, origin, None).await
+    }
+
+    /// Like `page`, with the patient-session cookie the browser would send.
+    async fn page_as(
+        &self,
+        method: &str,
+        path: &str,
+        form: &[(&str, &str)],
+        origin: bool,
+        session: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
         let mut req = match method {
             "GET" => self.s.client.get(self.s.url(path)),
             _ => self.s.client.post(self.s.url(path)).form(form),
         };
         if origin {
             req = req.header("Origin", &self.s.base);
+        }
+        if let Some(session) = session {
+            req = req.header("Cookie", format!("haven_patient={session}"));
         }
         let resp = req.send().await.unwrap();
         let (st, h) = (resp.status().as_u16(), resp.headers().clone());
@@ -629,3 +644,146 @@ both_backends!(
         c.s.stop().await;
     }
 );
+
+impl Clinic {
+    /// Opens the newest link as the patient would: a code to the phone, then date of birth and
+    /// code. Returns the link's page and the session.
+    async fn open_newest_link(&self) -> (String, String) {
+        let page = format!("/p/{}", link_token(self));
+        assert_eq!(self.page("POST", &format!("{page}/code"), &[], true).await.0, 200);
+        self.drain().await;
+        let code = self.last_code();
+        let (st, h, html) = self
+            .page("POST", &format!("{page}/verify"), &[("dob", "1961-04-09"), ("code", &code)], true)
+            .await;
+        assert_eq!(st, 200, "{html}");
+        let cookie = h["set-cookie"].to_str().unwrap();
+        let session = cookie.split(';').next().unwrap().trim_start_matches("haven_patient=").to_owned();
+        (page, session)
+    }
+
+    async fn events(&self) -> Vec<Value> {
+        let (st, e) =
+            self.s.get(&format!("/api/v1/conversations/{}/events", self.conv), Some(&self.staff)).await;
+        assert_eq!(st, 200, "{e}");
+        e["events"].as_array().unwrap().clone()
+    }
+}
+
+both_backends!(the_patient_reads_and_replies_on_the_secure_page_and_by_text, |b| async move {
+    let c = clinic(b).await;
+    let secret = "Your potassium came back normal at 4.1";
+    let (st, t) = c.text_patient(json!({"purpose": "care", "body": secret})).await;
+    assert_eq!(st, 202, "{t}");
+    c.drain().await;
+    let sms = c.twilio.messages().last().unwrap().body.clone();
+    assert!(
+        !sms.contains("potassium") && sms.contains("/p/"),
+        "the SMS carries a link, not the message: {sms}"
+    );
+    // Staff see it in the conversation, in order, as a message to the patient.
+    let events = c.events().await;
+    let sent =
+        events.iter().find(|e| e["type"] == "patient_message").expect("the message is in the conversation");
+    assert_eq!(sent["patient_message"]["direction"], "to_patient");
+    assert_eq!(sent["patient_message"]["body"], secret);
+    assert_eq!(sent["actor_id"], json!(c.nurse.id));
+
+    let (page, session) = c.open_newest_link().await;
+    let (st, _, html) = c.page_as("GET", &page, &[], false, Some(&session)).await;
+    assert_eq!(st, 200);
+    assert!(html.contains(secret) && html.contains("Your messages"), "{html}");
+    // Replies need the same site, the session, and some text.
+    let reply = format!("{page}/reply");
+    assert_eq!(c.page_as("POST", &reply, &[("body", "hi")], false, Some(&session)).await.0, 403);
+    let (st, _, html) = c.page_as("POST", &reply, &[("body", "hi")], true, None).await;
+    assert_eq!(st, 401);
+    assert!(html.contains("session has ended"), "{html}");
+    let (st, _, html) = c.page_as("POST", &reply, &[("body", "   ")], true, Some(&session)).await;
+    assert_eq!(st, 422, "{html}");
+    let (st, _, html) = c
+        .page_as(
+            "POST",
+            &reply,
+            &[("body", "Thank you <b>doctor</b>, see you Tuesday")],
+            true,
+            Some(&session),
+        )
+        .await;
+    assert_eq!(st, 200, "{html}");
+    assert!(
+        html.contains("Your reply was sent.")
+            && html.contains("Thank you &lt;b&gt;doctor&lt;")
+            && !html.contains("<b>doctor"),
+        "{html}"
+    );
+
+    // The reply reaches the conversation, counts as unread, and opens the shared inbox entry.
+    let events = c.events().await;
+    let got = events.last().unwrap();
+    assert_eq!(
+        (got["type"].as_str(), got["patient_message"]["direction"].as_str()),
+        (Some("patient_message"), Some("from_patient"))
+    );
+    assert_eq!(got["patient_message"]["channel"], "secure_page");
+    assert!(got.get("actor_id").is_none(), "written by the patient, not by a user: {got}");
+    let (_, list) = c.s.get("/api/v1/conversations", Some(&c.staff)).await;
+    assert_eq!(list["conversations"][0]["unread"], 1, "{list}");
+    let (st, inbox) = c.s.get("/api/v1/inbox?status=open", Some(&c.staff)).await;
+    assert_eq!(st, 200, "{inbox}");
+    assert_eq!(inbox[0]["conversation_id"], json!(c.conv));
+    assert_eq!(inbox[0]["patient"]["name"], "Ada Quill");
+    let path = format!("/api/v1/inbox/{}", c.conv);
+    let (st, e) = c.s.put(&path, Some(&c.staff), json!({"assignee_id": c.patient, "status": "open"})).await;
+    assert_eq!((st, e["code"].as_str()), (422, Some("unknown_user")), "{e}");
+    let (st, item) =
+        c.s.put(&path, Some(&c.staff), json!({"assignee_id": c.nurse.id, "status": "done"})).await;
+    assert_eq!((st, item["status"].as_str()), (200, Some("done")), "{item}");
+    assert_eq!(item["assignee_id"], json!(c.nurse.id));
+    assert_eq!(c.s.get("/api/v1/inbox?status=open", Some(&c.staff)).await.1, json!([]));
+
+    // A text from the patient joins the thread and opens the entry again.
+    let (st, _) = c.inbound("SM-reply-1", PATIENT_PHONE, "Running 10 minutes late").await;
+    assert_eq!(st, 200);
+    let events = c.events().await;
+    let texted = &events.last().unwrap()["patient_message"];
+    assert_eq!(
+        (texted["body"].as_str(), texted["channel"].as_str()),
+        (Some("Running 10 minutes late"), Some("sms"))
+    );
+    let (_, inbox) = c.s.get("/api/v1/inbox?status=open", Some(&c.staff)).await;
+    assert_eq!(inbox.as_array().unwrap().len(), 1);
+    // The replayed webhook adds nothing.
+    c.inbound("SM-reply-1", PATIENT_PHONE, "Running 10 minutes late").await;
+    assert_eq!(c.events().await.len(), events.len());
+    let (_, _, html) = c.page_as("GET", &page, &[], false, Some(&session)).await;
+    assert!(html.contains("Running 10 minutes late") && html.contains("(by text)"), "{html}");
+
+    // Audited, without bodies.
+    let auditor = c.s.user(c.org, "auditor", &[Role::ComplianceOfficer]).await;
+    let auditor = c.s.login(&auditor).await;
+    for action in ["patient-message-send", "patient-thread-read", "patient-message-receive", "inbox-update"] {
+        let (_, found) = c.s.get(&format!("/api/v1/audit/events?action={action}"), Some(&auditor)).await;
+        assert!(!found["events"].as_array().unwrap().is_empty(), "{action} is audited");
+    }
+    let (_, all) = c.s.get("/api/v1/audit/events?limit=500", Some(&auditor)).await;
+    let all = all.to_string();
+    assert!(
+        !all.contains("potassium") && !all.contains("Tuesday") && !all.contains("late"),
+        "no bodies in the audit log"
+    );
+    c.s.stop().await;
+});
+
+both_backends!(a_message_to_an_opted_out_patient_is_not_stored_at_all, |b| async move {
+    let c = clinic(b).await;
+    let (st, _) = c.inbound("SM-stop", PATIENT_PHONE, "STOP").await;
+    assert_eq!(st, 200);
+    let before = c.events().await.len();
+    let (st, e) = c.text_patient(json!({"purpose": "care", "body": "Your results are in"})).await;
+    assert_eq!((st, e["code"].as_str()), (409, Some("patient_opted_out")), "{e}");
+    assert_eq!(c.events().await.len(), before, "no message without its text: nothing half-written");
+    let (st, e) = c.text_patient(json!({"purpose": "care", "body": ""})).await;
+    assert_eq!(st, 422, "{e}");
+    c.s.stop().await;
+});

@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use haven_app::AppError;
 use haven_app::patient_link::{CheckFailed, LinkLanding, LinkState};
+use haven_app::patient_thread::PatientThread;
 use minijinja::{Environment, context};
 use serde::Deserialize;
 
@@ -52,6 +53,16 @@ fn words(lang: &str) -> minijinja::Value {
             not_found => "Este enlace no es válido.",
             wrong => "La fecha de nacimiento o el código no coinciden. Intentos restantes:",
             recent => "Ya le enviamos un código hace menos de un minuto.",
+            thread => "Sus mensajes",
+            you => "Usted",
+            by_text => "(por mensaje de texto)",
+            no_messages => "Todavía no hay mensajes.",
+            reply => "Responder",
+            send_reply => "Enviar",
+            sent => "Su respuesta fue enviada.",
+            empty => "Escriba un mensaje antes de enviarlo.",
+            privacy => "Esta página es privada. Ciérrela cuando termine; su sesión termina sola tras unos minutos sin actividad.",
+            session_over => "Su sesión segura terminó. Para seguir, pida un enlace nuevo.",
         }
     } else {
         context! {
@@ -70,6 +81,16 @@ fn words(lang: &str) -> minijinja::Value {
             not_found => "This link is not valid.",
             wrong => "The date of birth or the code does not match. Attempts left:",
             recent => "A code was sent less than a minute ago.",
+            thread => "Your messages",
+            you => "You",
+            by_text => "(by text)",
+            no_messages => "There are no messages yet.",
+            reply => "Reply",
+            send_reply => "Send",
+            sent => "Your reply was sent.",
+            empty => "Write a message before sending it.",
+            privacy => "This page is private. Close it when you are done; your session ends by itself after a few minutes without activity.",
+            session_over => "Your secure session has ended. To continue, ask for a new link.",
         }
     }
 }
@@ -124,6 +145,55 @@ fn render(
     }
 }
 
+/// The patient's thread, after the identity check.
+fn render_thread(
+    status: StatusCode,
+    token: &str,
+    thread: &PatientThread,
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Response {
+    let messages: Vec<minijinja::Value> = thread
+        .messages
+        .iter()
+        .map(|m| {
+            // Shown in UTC, said so: the page has no script to convert to the reader's zone.
+            let when = m
+                .sent_at
+                .parse::<jiff::Timestamp>()
+                .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_else(|_| m.sent_at.clone());
+            context! {
+                direction => m.direction.as_str(), channel => m.channel.as_str(),
+                body => m.body.as_str(), sent_at => m.sent_at.as_str(), when,
+            }
+        })
+        .collect();
+    let body = env().get_template("page.html").and_then(|t| {
+        t.render(context! {
+            token, org_name => thread.org_name.as_str(), lang => thread.language, state => "thread",
+            messages, notice, error, t => words(thread.language),
+        })
+    });
+    match body {
+        Ok(body) => html(status, body),
+        Err(e) => {
+            tracing::error!(error = %e, "the secure page did not render");
+            html(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+        }
+    }
+}
+
+/// The patient-session cookie of a request, if any.
+fn patient_cookie(parts: &Parts) -> Option<String> {
+    parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+        v.split(';').find_map(|c| {
+            let (k, val) = c.trim().split_once('=')?;
+            (k == PATIENT_COOKIE).then(|| val.to_owned())
+        })
+    })
+}
+
 fn failure(e: AppError) -> Response {
     match e {
         AppError::NotFound => render(StatusCode::NOT_FOUND, "", None, "", Notice::default()),
@@ -158,9 +228,60 @@ pub(crate) async fn show(
     State(state): State<HttpState>,
     ApiPath(token): ApiPath<String>,
     Meta(meta): Meta,
+    parts: Parts,
 ) -> Response {
+    // With the session the identity check opened: the thread.
+    let cookie = patient_cookie(&parts);
+    if let Some(session) = &cookie {
+        match state.app.patient_thread(&token, session, &meta).await {
+            Ok(thread) => return render_thread(StatusCode::OK, &token, &thread, None, None),
+            Err(AppError::Unauthenticated) => {}
+            Err(e) => return failure(e),
+        }
+    }
     match state.app.open_link(&token, &meta).await {
+        // A used link whose session is over: say so rather than "already used".
+        Ok(page) if cookie.is_some() && page.state == LinkState::Used => {
+            render(StatusCode::OK, &token, Some(&page), "session_over", Notice::default())
+        }
         Ok(page) => render(StatusCode::OK, &token, Some(&page), "", Notice::default()),
+        Err(e) => failure(e),
+    }
+}
+
+/// The reply form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ReplyForm {
+    body: String,
+}
+
+/// POST /p/{token}/reply — the patient's reply, into the conversation (needs the session).
+pub(crate) async fn reply(
+    State(state): State<HttpState>,
+    ApiPath(token): ApiPath<String>,
+    Meta(meta): Meta,
+    parts: Parts,
+    body: axum::body::Bytes,
+) -> Response {
+    if !same_origin(&parts, &state) {
+        return html(StatusCode::FORBIDDEN, "cross-site request refused".into());
+    }
+    let Some(session) = patient_cookie(&parts) else {
+        return after_action(&state, &token, StatusCode::UNAUTHORIZED, "session_over", Notice::default())
+            .await;
+    };
+    let text = serde_urlencoded::from_bytes::<ReplyForm>(&body).map(|f| f.body).unwrap_or_default();
+    let (status, notice, error) = match state.app.patient_reply(&token, &session, &text, &meta).await {
+        Ok(()) => (StatusCode::OK, Some("sent"), None),
+        Err(AppError::Invalid(_)) => (StatusCode::UNPROCESSABLE_ENTITY, None, Some("empty")),
+        Err(AppError::Unauthenticated) => {
+            return after_action(&state, &token, StatusCode::UNAUTHORIZED, "session_over", Notice::default())
+                .await;
+        }
+        Err(e) => return failure(e),
+    };
+    match state.app.patient_thread(&token, &session, &meta).await {
+        Ok(thread) => render_thread(status, &token, &thread, notice, error),
         Err(e) => failure(e),
     }
 }
@@ -209,7 +330,10 @@ pub(crate) async fn verify(
     };
     match state.app.verify_link(&token, &form.dob, &form.code, &meta).await {
         Ok(Ok(session)) => {
-            let mut resp = after_action(&state, &token, StatusCode::OK, "verified", Notice::default()).await;
+            let mut resp = match state.app.patient_thread(&token, session.expose(), &meta).await {
+                Ok(thread) => render_thread(StatusCode::OK, &token, &thread, Some("verified"), None),
+                Err(e) => failure(e),
+            };
             let secure = if state.settings.tls { "; Secure" } else { "" };
             let max_age = haven_app::patient_link::SESSION_LIFETIME.as_secs();
             let cookie = format!(

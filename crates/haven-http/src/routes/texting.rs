@@ -6,9 +6,11 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use haven_app::patient_thread::{InboxItem, InboxUpdate};
 use haven_app::texting::{
     ConsentChange, ConsentOverview, GatewaySettings, GatewayView, PatientTextRequest, TextView,
 };
+use haven_domain::messaging::InboxStatus;
 use haven_domain::{ConversationId, PatientId};
 use serde::Deserialize;
 
@@ -140,4 +142,38 @@ pub(crate) async fn export(
 ) -> ApiResult<Json<serde_json::Value>> {
     let limit = super::page_limit(q.limit, 500, 1000)?;
     Ok(Json(state.app.consent_fhir(&p, q.after.unwrap_or(0).max(0), limit).await?))
+}
+
+/// Inbox filter.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InboxParams {
+    /// `open` or `done` (default: both).
+    pub status: Option<InboxStatus>,
+}
+
+/// GET /api/v1/inbox — the shared inbox: patient threads where the patient wrote, newest first.
+#[utoipa::path(get, path = "/api/v1/inbox", tag = "texting", params(InboxParams),
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 200, description = "the inbox", body = [InboxItem]), crate::openapi::QueryErrors))]
+pub(crate) async fn inbox(
+    State(state): State<HttpState>,
+    Auth(p): Auth,
+    ApiQuery(q): ApiQuery<InboxParams>,
+) -> ApiResult<Json<Vec<InboxItem>>> {
+    Ok(Json(state.app.inbox(&p, q.status).await?))
+}
+
+/// PUT /api/v1/inbox/{conversation_id} — assign a patient thread, or mark it done.
+#[utoipa::path(put, path = "/api/v1/inbox/{conversation_id}", tag = "texting", request_body = InboxUpdate,
+    params(("conversation_id" = String, Path, description = "the patient conversation")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 200, description = "updated", body = InboxItem), crate::openapi::BodyErrors))]
+pub(crate) async fn update_inbox(
+    State(state): State<HttpState>,
+    Auth(p): Auth,
+    ApiPath(conv): ApiPath<ConversationId>,
+    ApiJson(req): ApiJson<InboxUpdate>,
+) -> ApiResult<Json<InboxItem>> {
+    Ok(Json(state.app.update_inbox(&p, conv, req).await?))
 }

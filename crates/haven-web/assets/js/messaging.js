@@ -151,9 +151,9 @@ function onEvent(ev) {
     known.last_seq = Math.max(known.last_seq, ev.seq);
     known.last_activity_at = ev.at;
     const mine = ev.actor_id === s.me.id;
-    if (ev.type === 'message' && !mine && ev.seq > known.read_seq) {
+    if ((ev.type === 'message' || ev.type === 'patient_message') && !mine && ev.seq > known.read_seq) {
       known.unread += 1;
-      known.newest_unread_priority = ev.message.priority;
+      if (ev.message) known.newest_unread_priority = ev.message.priority;
     }
     if (ev.type === 'message' && mine) {
       known.read_seq = Math.max(known.read_seq, ev.seq);
@@ -172,7 +172,7 @@ function onEvent(ev) {
       if (ev.type === 'member_removed' && ev.subject_id === s.me.id && s.open.detail) s.open.detail.is_member = false;
     }
   });
-  if (ev.type === 'message' && ev.actor_id !== S.me.id) rt.receipt(id, ev.seq, 0);
+  if ((ev.type === 'message' || ev.type === 'patient_message') && ev.actor_id !== S.me.id) rt.receipt(id, ev.seq, 0);
   if (S.open && S.open.id === id) markSeen();
 }
 
@@ -306,4 +306,13 @@ export async function addMember(convId, userId) {
 /** Leaves a conversation. */
 export async function leaveConversation(convId) {
   await del(`/api/v1/conversations/${convId}/members/${S.me.id}`);
+}
+
+/**
+ * Writes to the patient of a patient conversation: the message is kept for the secure page and
+ * a text without PHI tells the patient it is waiting. Returns when the text goes out.
+ */
+export async function messagePatient(id, body, urgent) {
+  const text = await post(`/api/v1/conversations/${id}/patient-texts`, { purpose: 'care', urgent, body });
+  return text.not_before;
 }

@@ -5,10 +5,11 @@ import { html, useEffect, useLayoutEffect, useRef, useState } from '../lib.js';
 import { S, can, useStore, toast } from '../store.js';
 import {
   openConversation, loadEarlier, sendMessage, conversationName, markSeen, addMember, leaveConversation, searchDirectory,
+  messagePatient,
 } from '../messaging.js';
 import { birthDate, dayLabel, size, PRIORITY_LABEL } from '../format.js';
 import { Confirm, Dialog, FormError, Spinner } from './common.js';
-import { Message } from './message.js';
+import { Message, PatientMessage } from './message.js';
 
 /** What happened, for the system lines between messages. */
 function systemLine(ev) {
@@ -35,12 +36,13 @@ function rows(events) {
   let day = null;
   for (const ev of events) {
     const d = dayLabel(ev.at);
-    if (ev.type !== 'message' && !systemLine(ev)) continue;
+    if (ev.type !== 'message' && ev.type !== 'patient_message' && !systemLine(ev)) continue;
     if (d !== day) {
       out.push({ key: 'day-' + ev.seq, day: d });
       day = d;
     }
     if (ev.type === 'message') out.push({ key: ev.message.id, msg: latest.get(ev.message.id) });
+    else if (ev.type === 'patient_message') out.push({ key: ev.patient_message.id, patient: ev });
     else out.push({ key: 'sys-' + ev.seq, system: systemLine(ev) });
   }
   return out;
@@ -86,8 +88,9 @@ function Members({ detail, onClose }) {
   <//>`;
 }
 
-function Composer({ id, disabled }) {
+function Composer({ id, disabled, patient }) {
   const [text, setText] = useState('');
+  const [toPatient, setToPatient] = useState(false);
   const [priority, setPriority] = useState('routine');
   const [files, setFiles] = useState([]);
   const [busy, setBusy] = useState(false);
@@ -106,7 +109,12 @@ function Composer({ id, disabled }) {
     setBusy(true);
     setError(null);
     try {
-      await sendMessage(id, text, priority, files);
+      if (toPatient) {
+        const at = await messagePatient(id, text, priority !== 'routine');
+        toast(`Sent to ${patient.name}. The text with the secure link goes out ${new Date(at) > new Date() ? 'at ' + new Date(at).toLocaleString() + ' (quiet hours or limits)' : 'now'}.`);
+      } else {
+        await sendMessage(id, text, priority, files);
+      }
       setText('');
       setFiles([]);
       setPriority('routine');
@@ -128,6 +136,10 @@ function Composer({ id, disabled }) {
         )}</ul>`
       : null}
     <${FormError} error=${error} />
+    ${patient && can('patient_messaging')
+      ? html`<label class="check to-patient"><input type="checkbox" checked=${toPatient} onChange=${(e) => { setToPatient(e.target.checked); setFiles([]); }} />
+          Send to the patient, ${patient.name} (they read it on a secure page; the text carries only a link)</label>`
+      : null}
     <div class="composer-row">
       <label class="sr-only" for="composer-text">Message</label>
       <textarea id="composer-text" ref=${area} rows="2" placeholder="Write a message… (Enter sends, Shift+Enter for a new line)"
@@ -137,7 +149,7 @@ function Composer({ id, disabled }) {
         <select id="composer-priority" value=${priority} onChange=${(e) => setPriority(e.target.value)}>
           ${Object.entries(PRIORITY_LABEL).map(([v, l]) => html`<option value=${v}>${l}</option>`)}
         </select>
-        ${limit > 0
+        ${limit > 0 && !toPatient
           ? html`<input ref=${fileInput} type="file" multiple class="hidden-file" tabindex="-1" aria-hidden="true"
               onChange=${(e) => { setFiles([...files, ...e.target.files]); e.target.value = ''; }} />
             <button type="button" class="secondary" onClick=${() => fileInput.current.click()}>Attach</button>`
@@ -199,11 +211,13 @@ export function Conversation({ id }) {
             ? html`<li key=${r.key} class="day"><span>${r.day}</span></li>`
             : r.system
               ? html`<li key=${r.key} class="system">${r.system}</li>`
+              : r.patient
+                ? html`<${PatientMessage} key=${r.key} ev=${r.patient} patient=${d.patient} />`
               : html`<${Message} key=${r.key} convId=${id} msg=${r.msg} members=${d.members} canAct=${d.is_member} />`,
         )}
       </ol></div>
     </div>
-    <${Composer} id=${id} disabled=${!d.is_member || !can('messaging_use')} />
+    <${Composer} id=${id} disabled=${!d.is_member || !can('messaging_use')} patient=${d.patient} />
     ${members ? html`<${Members} detail=${d} onClose=${() => setMembers(false)} />` : null}
   </main>`;
 }

@@ -147,3 +147,20 @@ export function Message({ convId, msg, members, canAct }) {
     ${history ? html`<${Versions} convId=${convId} msg=${msg} onClose=${() => setHistory(false)} />` : null}
   </li>`;
 }
+
+/** A message of the patient's thread: to the patient (read on the secure page) or from them. */
+export function PatientMessage({ ev, patient }) {
+  const m = ev.patient_message;
+  const incoming = m.direction === 'from_patient';
+  const who = incoming
+    ? `${patient ? patient.name : 'The patient'} (patient${m.channel === 'sms' ? ', by text' : ', secure page'})`
+    : `${m.author_id === S.me.id ? 'You' : S.names.get(m.author_id) || 'A former member'} → patient`;
+  return html`<li class=${'msg patient-msg' + (incoming ? ' from-patient' : ' mine')} data-seq=${ev.seq}>
+    <div class="msg-head">
+      <span class="sender">${who}</span>
+      <time datetime=${m.sent_at} title=${fullTime(m.sent_at)}>${clock(m.sent_at)}</time>
+    </div>
+    <p class="text">${m.body}</p>
+    ${incoming ? null : html`<div class="msg-foot">Shared with the patient on the secure page</div>`}
+  </li>`;
+}

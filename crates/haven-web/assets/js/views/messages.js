@@ -204,7 +204,7 @@ function NewConversation({ onClose }) {
     </fieldset>
     ${kind === 'patient' ? html`<${PatientPicker} patient=${patient} setPatient=${setPatient} />` : null}
     ${kind !== 'direct'
-      ? html`<${Field} label="Title (optional)" id="conv-title"><input id="conv-title" value=${title} maxlength="200" onInput=${(e) => setTitle(e.target.value)} /><//>`
+      ? html`<${Field} label="Title (optional)" id="new-conv-title"><input id="new-conv-title" value=${title} maxlength="200" onInput=${(e) => setTitle(e.target.value)} /><//>`
       : null}
     <${MemberPicker} kind=${kind} picked=${picked} setPicked=${setPicked} />
     <${FormError} error=${error} />

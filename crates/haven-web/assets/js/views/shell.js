@@ -8,11 +8,13 @@ import { SignIn, MfaStep, Enrol, RecoveryCodes } from './signin.js';
 import { Messages } from './messages.js';
 import { Users, Policy } from './admin.js';
 import { Audit } from './audit.js';
+import { Inbox } from './inbox.js';
 import { Spinner } from './common.js';
 
 /** The sections, in the order shown, with the permission each needs. */
 const SECTIONS = [
   { view: 'messages', label: 'Messages', needs: 'messaging_use' },
+  { view: 'inbox', label: 'Patient inbox', needs: 'patient_messaging' },
   { view: 'users', label: 'Users', needs: 'users_manage' },
   { view: 'policy', label: 'Policy', needs: 'policy_manage' },
   { view: 'audit', label: 'Audit', needs: 'audit_read' },
@@ -113,6 +115,9 @@ function Main() {
   switch (view) {
     case 'messages':
       body = html`<${Messages} />`;
+      break;
+    case 'inbox':
+      body = html`<${Inbox} />`;
       break;
     case 'users':
       body = html`<${Users} />`;
