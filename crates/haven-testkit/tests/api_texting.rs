@@ -561,8 +561,18 @@ both_backends!(
             assert!(!html.contains("<script"), "no script at all");
         }
         assert_eq!(c.page("GET", "/p/AAAAAAAAAAAAAAAAAAAAAA", &[], false).await.0, 404);
-        // A cross-site post is refused.
+        // A cross-site post is refused, however its Origin reads; a browser's same-origin post
+        // (Origin `null` under `no-referrer`, Sec-Fetch-Site `same-origin`) is the patient's.
         assert_eq!(c.page("POST", &format!("{page}/code"), &[], false).await.0, 403);
+        let post = |site: &'static str| {
+            c.s.client
+                .post(c.s.url(&format!("{page}/code")))
+                .header("Origin", "null")
+                .header("Sec-Fetch-Site", site)
+                .send()
+        };
+        assert_eq!(post("cross-site").await.unwrap().status(), 403);
+        assert_eq!(post("same-site").await.unwrap().status(), 403);
         let (st, _, html) = c.page("POST", &format!("{page}/code"), &[], true).await;
         assert_eq!(st, 200, "{html}");
         assert!(html.contains("Date of birth"));

@@ -1,8 +1,9 @@
 //! The patient's secure page (`/p/{token}`), served by the binary as plain HTML forms: no
 //! script at all, styles from one file, a CSP that allows nothing else, `Referrer-Policy:
 //! no-referrer` and `Cache-Control: no-store`. Opening the link shows the organisation's name
-//! and the identity check, nothing about the patient, and never uses the link up. Values are
-//! HTML-escaped by the template engine.
+//! and the identity check, nothing about the patient, and never uses the link up. After the
+//! check, the session cookie (bound to this link) shows the patient's thread with a reply form.
+//! Values are HTML-escaped by the template engine.
 
 use std::sync::OnceLock;
 
@@ -218,9 +219,14 @@ async fn after_action(
     }
 }
 
-/// Browsers send `Origin` on form posts: it must be this server.
+/// A form post must come from this page. Browsers send `Origin: null` on form posts from a
+/// page whose referrer policy is `no-referrer` (as this page's is), so their `Sec-Fetch-Site`,
+/// which no page can set, decides; without it (other clients), `Origin` must be this server.
 fn same_origin(parts: &Parts, state: &HttpState) -> bool {
-    crate::extract::check_origin(parts, state).is_ok()
+    match parts.headers.get("sec-fetch-site").map(|v| v.to_str().unwrap_or_default()) {
+        Some(site) => site == "same-origin",
+        None => crate::extract::check_origin(parts, state).is_ok(),
+    }
 }
 
 /// GET /p/{token} — the identity check (never uses the link up, shows no PHI).
