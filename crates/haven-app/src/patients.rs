@@ -160,6 +160,112 @@ impl App {
         self.open_patient(&org_key, &record)
     }
 
+    /// Changes a patient's mobile number (or removes it). Consent belongs to a number: every
+    /// purpose's consent for the old number ends (source `number-changed`) in the same
+    /// transaction, so nothing queued for it goes out, and the new number must be asked anew.
+    pub async fn change_patient_phone(
+        &self,
+        p: &Principal,
+        id: PatientId,
+        phone: Option<String>,
+    ) -> AppResult<PatientView> {
+        p.require(Permission::PatientRegister)?;
+        let org = p.org();
+        let org_key = self.org_key(org).await?;
+        let stored = self.store.patient(org, id).await?;
+        let view = self.open_patient(&org_key, &stored)?;
+        let now = self.now();
+        let details = PatientDetails {
+            mrn: view.mrn.clone(),
+            name: view.name.clone(),
+            date_of_birth: view
+                .date_of_birth
+                .parse()
+                .map_err(|_| AppError::Internal("stored date of birth".into()))?,
+            phone,
+            language: view.language.clone(),
+            time_zone: view.time_zone.clone(),
+        };
+        let d = check_patient(details, now.to_zoned(jiff::tz::TimeZone::UTC).date())?;
+        if d.phone == view.phone {
+            return Ok(view);
+        }
+        let key = Self::open_data_key(&org_key, org, "patient", id, &stored.data_key)?;
+        let sealed = SealedDetails {
+            mrn: d.mrn,
+            name: d.name,
+            date_of_birth: d.date_of_birth.to_string(),
+            phone: d.phone.clone(),
+            language: d.language,
+            time_zone: d.time_zone,
+        };
+        let plain = serde_json::to_vec(&sealed).map_err(|e| AppError::Internal(e.to_string()))?;
+        let ctx = envelope::ContentContext {
+            org: &org.to_string(),
+            conversation: "",
+            item: &id.to_string(),
+            version: 0,
+        };
+        let record =
+            StoredPatient { sealed: envelope::seal_content(&key, &ctx, self.random(), &plain), ..stored };
+        let mut audits = vec![
+            self.record(
+                Some(org),
+                PATIENT,
+                "patient-phone-change",
+                AuditAction::U,
+                AuditOutcome::Success,
+                p.agent(),
+            )
+            .entity("patient", id),
+        ];
+        let mut ended = Vec::new();
+        if let Some(old) = &view.phone {
+            let index = Self::phone_index(&org_key, org, old).to_vec();
+            for purpose in haven_domain::sms::Purpose::ALL {
+                let cid = self.new_id(|r| haven_domain::ConsentId::random(r));
+                audits.push(
+                    self.record(
+                        Some(org),
+                        crate::texting::TEXTING,
+                        "consent-change",
+                        AuditAction::C,
+                        AuditOutcome::Success,
+                        p.agent(),
+                    )
+                    .entity("patient", id)
+                    .entity("consent", cid),
+                );
+                ended.push(haven_store::ConsentRow {
+                    id: cid,
+                    org_id: org,
+                    phone_index: index.clone(),
+                    phone_sealed: self.seal_org(&org_key, org, "consent", &cid.to_string(), old.as_bytes()),
+                    patient_id: Some(id),
+                    purpose: Some(purpose),
+                    state: haven_domain::sms::ConsentState::Revoked,
+                    source: haven_domain::sms::ConsentSource::NumberChanged,
+                    wording: "the patient's mobile number changed".into(),
+                    recorded_by: Some(p.user.id),
+                    recorded_at: now,
+                });
+            }
+        }
+        let new_index = d.phone.as_deref().map(|ph| Self::phone_index(&org_key, org, ph));
+        self.store
+            .change_patient_phone(
+                org,
+                id,
+                &record.sealed,
+                new_index.as_ref().map(|i| i.as_slice()),
+                &ended,
+                &audits,
+                now,
+            )
+            .await?;
+        self.open_patient(&org_key, &record)
+    }
+
     /// Opens a stored patient record.
     pub(crate) fn open_patient(&self, org_key: &DataKey, s: &StoredPatient) -> AppResult<PatientView> {
         let key = Self::open_data_key(org_key, s.org_id, "patient", s.id, &s.data_key)?;

@@ -25,7 +25,7 @@ use crate::routes::{attachments, audit, auth, conversations, org, patients, syst
         users::list, users::create, users::get_one, users::deactivate, users::reset_mfa, users::set_roles,
         org::get_org, org::set_policy, org::roles,
         audit::search, audit::checkpoint, audit::verification, audit::export, audit::inclusion, audit::consistency,
-        patients::create, patients::lookup, patients::get_one,
+        patients::create, patients::lookup, patients::get_one, patients::change_phone,
         conversations::create, conversations::list, conversations::get_one, conversations::add_member,
         conversations::remove_member, conversations::send, conversations::events, conversations::edit,
         conversations::recall, conversations::versions, conversations::receipts, conversations::mark,

@@ -144,6 +144,39 @@ impl Store {
         .await
     }
 
+    /// Replaces a patient's sealed record and phone index, and appends the consent entries
+    /// the change ends (the old number's), with the audit records, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn change_patient_phone(
+        &self,
+        org: OrgId,
+        patient: PatientId,
+        sealed: &[u8],
+        phone_index: Option<&[u8]>,
+        ended: &[crate::ConsentRow],
+        audit_recs: &[AuditRecord],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.audited_many(audit_recs, now, async |c| {
+            let done = sqlx::query(
+                "UPDATE patients SET sealed = $3, phone_index = $4, updated_at = $5 WHERE id = $1 AND org_id = $2",
+            )
+            .bind(patient.to_string())
+            .bind(org.to_string())
+            .bind(sealed.to_vec())
+            .bind(phone_index.map(<[u8]>::to_vec))
+            .bind(ms(now))
+            .execute(&mut *c)
+            .await?;
+            crate::touched(done)?;
+            for r in ended {
+                crate::texting::insert_consent(c, r).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// A patient of the organisation.
     pub async fn patient(&self, org: OrgId, patient: PatientId) -> StoreResult<StoredPatient> {
         let row = sqlx::query(

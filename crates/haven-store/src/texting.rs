@@ -284,7 +284,7 @@ async fn consent_status(c: &mut AnyConnection, org: OrgId, phone_index: &[u8]) -
     Ok(ConsentStatus::fold(entries))
 }
 
-async fn insert_consent(c: &mut AnyConnection, r: &ConsentRow) -> StoreResult<()> {
+pub(crate) async fn insert_consent(c: &mut AnyConnection, r: &ConsentRow) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO consent_ledger (id, org_id, phone_index, phone_sealed, patient_id, purpose, state, source,
             wording, recorded_by, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",

@@ -5,6 +5,7 @@
 //! comes from `HAVEN_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
 //! each test gets its own database, dropped afterwards.
 
+pub mod clinic;
 mod server;
 pub mod twilio;
 

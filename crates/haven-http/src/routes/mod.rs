@@ -67,6 +67,7 @@ pub(crate) fn routes(attachment_limit: usize) -> Router<HttpState> {
         .route("/api/v1/patients", post(patients::create))
         .route("/api/v1/patients/lookup", post(patients::lookup))
         .route("/api/v1/patients/{id}", get(patients::get_one))
+        .route("/api/v1/patients/{id}/phone", put(patients::change_phone))
         .route("/api/v1/conversations", get(conversations::list).post(conversations::create))
         .route("/api/v1/conversations/{id}", get(conversations::get_one))
         .route("/api/v1/conversations/{id}/members", post(conversations::add_member))

@@ -94,3 +94,27 @@ pub(crate) async fn get_one(
 ) -> ApiResult<Json<PatientView>> {
     Ok(Json(state.app.patient(&p, id).await?))
 }
+
+/// A new mobile number.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneChange {
+    /// E.164 (`+` and 8 to 15 digits); absent or null removes the number.
+    #[serde(default)]
+    pub phone: Option<String>,
+}
+
+/// PUT /api/v1/patients/{id}/phone — change a patient's mobile number. Consent for the old
+/// number ends with it (source `number-changed`); the new number has none until recorded.
+#[utoipa::path(put, path = "/api/v1/patients/{id}/phone", tag = "patients", request_body = PhoneChange,
+    params(("id" = PatientId, Path, description = "patient id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses((status = 200, description = "the patient", body = PatientView), crate::openapi::BodyErrors))]
+pub(crate) async fn change_phone(
+    State(state): State<HttpState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<PatientId>,
+    ApiJson(req): ApiJson<PhoneChange>,
+) -> ApiResult<Json<PatientView>> {
+    Ok(Json(state.app.change_patient_phone(&p, id, req.phone).await?))
+}
