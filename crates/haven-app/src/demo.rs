@@ -65,6 +65,7 @@ impl App {
                 "+12025550143",
                 "en",
                 "America/New_York",
+                "US-DC",
                 ConsentSource::FrontDesk,
             ),
             (
@@ -74,10 +75,11 @@ impl App {
                 "+13055550178",
                 "es",
                 "America/New_York",
+                "US-FL",
                 ConsentSource::InPerson,
             ),
         ];
-        for (mrn, name, dob, phone, language, zone, source) in patients {
+        for (mrn, name, dob, phone, language, zone, region, source) in patients {
             let details = PatientDetails {
                 mrn: mrn.into(),
                 name: name.into(),
@@ -85,6 +87,7 @@ impl App {
                 phone: Some(phone.into()),
                 language: language.into(),
                 time_zone: Some(zone.into()),
+                region: Some(region.into()),
             };
             let patient = self.create_patient(p, details).await?;
             let change = crate::texting::ConsentChange {

@@ -136,7 +136,8 @@ impl App {
             if t.kind.exempt() || t.urgent {
                 return None;
             }
-            Some(settings.next_window(now, t.time_zone.as_deref())).filter(|at| *at > now)
+            Some(settings.next_window(now, t.time_zone.as_deref(), t.region.as_deref()))
+                .filter(|at| *at > now)
         };
         let cancel = |t: &StoredText, why: &'static str| {
             self.outbox_record(t, "sms-cancel", AuditOutcome::MinorFailure).code(why)

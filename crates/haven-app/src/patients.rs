@@ -32,6 +32,9 @@ pub struct PatientView {
     /// IANA time zone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    /// ISO 3166-2 region, e.g. `US-FL`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// The sealed form of a patient's details.
@@ -43,6 +46,8 @@ struct SealedDetails {
     phone: Option<String>,
     language: String,
     time_zone: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
 }
 
 fn scope(kind: &str, id: impl std::fmt::Display) -> String {
@@ -125,6 +130,7 @@ impl App {
             phone: d.phone,
             language: d.language,
             time_zone: d.time_zone,
+            region: d.region,
         };
         let plain = serde_json::to_vec(&sealed).map_err(|e| AppError::Internal(e.to_string()))?;
         let ctx = envelope::ContentContext {
@@ -185,6 +191,7 @@ impl App {
             phone,
             language: view.language.clone(),
             time_zone: view.time_zone.clone(),
+            region: view.region.clone(),
         };
         let d = check_patient(details, now.to_zoned(jiff::tz::TimeZone::UTC).date())?;
         if d.phone == view.phone {
@@ -198,6 +205,7 @@ impl App {
             phone: d.phone.clone(),
             language: d.language,
             time_zone: d.time_zone,
+            region: d.region,
         };
         let plain = serde_json::to_vec(&sealed).map_err(|e| AppError::Internal(e.to_string()))?;
         let ctx = envelope::ContentContext {
@@ -287,6 +295,7 @@ impl App {
             phone: d.phone,
             language: d.language,
             time_zone: d.time_zone,
+            region: d.region,
         })
     }
 

@@ -262,6 +262,7 @@ impl App {
             patient_id: None,
             conversation_id: None,
             time_zone: None,
+            region: None,
             urgent: kind.exempt(),
             not_before: now,
             created_by: None,
@@ -496,6 +497,7 @@ impl App {
                 purpose,
                 true,
                 view.time_zone.clone(),
+                view.region.clone(),
                 body,
                 None,
                 None,
@@ -538,6 +540,7 @@ impl App {
         purpose: Option<Purpose>,
         urgent: bool,
         time_zone: Option<String>,
+        region: Option<String>,
         body: String,
         link: Option<NewLink>,
         thread: Option<&NewPatientMessage>,
@@ -548,6 +551,7 @@ impl App {
             patient_id: Some(patient),
             conversation_id: conversation,
             time_zone: time_zone.clone(),
+            region: region.clone(),
             urgent,
             created_by: Some(p.user.id),
             ..self.draft_text(org_key, org, kind, phone, body)?
@@ -563,7 +567,7 @@ impl App {
         let settings = self.settings.texting.clone();
         let schedule = move |earlier: &[Timestamp]| {
             let t = next_within_caps(earlier, now, &settings.caps);
-            if urgent { t } else { settings.next_window(t, time_zone.as_deref()) }
+            if urgent { t } else { settings.next_window(t, time_zone.as_deref(), region.as_deref()) }
         };
         let refused = |e: haven_store::StoreError| match e {
             haven_store::StoreError::Conflict("opted_out") => AppError::Conflict(
@@ -663,6 +667,7 @@ impl App {
                 Some(req.purpose),
                 req.urgent,
                 view.time_zone.clone(),
+                view.region.clone(),
                 body,
                 Some(link),
                 thread.as_ref(),
@@ -880,6 +885,9 @@ pub struct TextingSettings {
     pub window: haven_domain::texting::SendingWindow,
     /// Zones a patient of unknown zone may be in: the strictest window across them applies.
     pub fallback_zones: Vec<jiff::tz::TimeZone>,
+    /// Stricter windows by ISO 3166-2 region (e.g. `US-FL`); a patient of unknown region gets
+    /// the strictest of them all.
+    pub regional_windows: Vec<(String, haven_domain::texting::SendingWindow)>,
     /// Caps per purpose and number.
     pub caps: Vec<haven_domain::texting::FrequencyCap>,
     /// How long a secure link works.
@@ -899,6 +907,17 @@ impl Default for TextingSettings {
         Self {
             window: haven_domain::texting::SendingWindow::default(),
             fallback_zones: zones.iter().filter_map(|z| jiff::tz::TimeZone::get(z).ok()).collect(),
+            // Florida's, Oklahoma's and Maryland's 8 a.m. to 8 p.m. rules (as the configuration's default).
+            regional_windows: ["US-FL", "US-OK", "US-MD"]
+                .into_iter()
+                .map(|r| {
+                    let eight_to_eight = haven_domain::texting::SendingWindow {
+                        start: jiff::civil::Time::constant(8, 0, 0, 0),
+                        end: jiff::civil::Time::constant(20, 0, 0, 0),
+                    };
+                    (r.to_owned(), eight_to_eight)
+                })
+                .collect(),
             caps: haven_domain::texting::default_caps().to_vec(),
             link_lifetime: jiff::SignedDuration::from_hours(24 * 7),
         }
@@ -906,13 +925,23 @@ impl Default for TextingSettings {
 }
 
 impl TextingSettings {
-    /// The first instant at or after `at` inside the window of `zone` (the strictest window
-    /// when the zone is unknown or not a valid IANA name).
-    pub fn next_window(&self, at: Timestamp, zone: Option<&str>) -> Timestamp {
+    /// The window that applies in `region`: the server's, narrowed by the region's rule; for
+    /// an unknown region, narrowed by every regional rule (the strictest).
+    pub fn window_for(&self, region: Option<&str>) -> haven_domain::texting::SendingWindow {
+        self.regional_windows
+            .iter()
+            .filter(|(r, _)| region.is_none_or(|p| p.eq_ignore_ascii_case(r)))
+            .fold(self.window, |w, (_, rule)| w.narrowed(rule).unwrap_or(w))
+    }
+
+    /// The first instant at or after `at` inside the window of `zone` and `region` (the
+    /// strictest window when the zone is unknown or not a valid IANA name).
+    pub fn next_window(&self, at: Timestamp, zone: Option<&str>, region: Option<&str>) -> Timestamp {
+        let window = self.window_for(region);
         match zone.and_then(|z| jiff::tz::TimeZone::get(z).ok()) {
-            Some(tz) if self.window.allows(at, &tz) => at,
-            Some(tz) => self.window.next_open(at, &tz),
-            None => next_open_everywhere(&self.window, at, &self.fallback_zones),
+            Some(tz) if window.allows(at, &tz) => at,
+            Some(tz) => window.next_open(at, &tz),
+            None => next_open_everywhere(&window, at, &self.fallback_zones),
         }
     }
 }

@@ -20,6 +20,9 @@ pub struct PatientDetails {
     pub language: String,
     /// IANA time zone, e.g. `America/New_York`, if known.
     pub time_zone: Option<String>,
+    /// Where the patient lives, as an ISO 3166-2 subdivision such as `US-FL`, if known: some
+    /// states allow texts in fewer hours.
+    pub region: Option<String>,
 }
 
 /// Normalises and checks patient details; `today` bounds the date of birth.
@@ -72,6 +75,20 @@ pub fn check_patient(mut p: PatientDetails, today: Date) -> Result<PatientDetail
             ));
         }
     }
+    if let Some(r) = &p.region {
+        let r = r.trim().to_ascii_uppercase();
+        let ok = matches!(r.split_once('-'), Some((country, sub))
+            if country.len() == 2 && country.chars().all(|c| c.is_ascii_uppercase())
+                && (1..=3).contains(&sub.len()) && sub.chars().all(|c| c.is_ascii_alphanumeric()));
+        if !ok {
+            return Err(ValidationError::new(
+                "region",
+                "invalid_region",
+                "a region is an ISO 3166-2 code such as US-FL",
+            ));
+        }
+        p.region = Some(r);
+    }
     Ok(p)
 }
 
@@ -87,6 +104,7 @@ mod tests {
             phone: Some("+1 (555) 010-2299".into()),
             language: "ES".into(),
             time_zone: Some("America/Chicago".into()),
+            region: Some("us-il".into()),
         }
     }
 
@@ -107,6 +125,7 @@ mod tests {
             (PatientDetails { phone: Some("555-0102".into()), ..base() }, "phone"),
             (PatientDetails { language: "english".into(), ..base() }, "language"),
             (PatientDetails { time_zone: Some("Mars Base".into()), ..base() }, "time_zone"),
+            (PatientDetails { region: Some("Florida".into()), ..base() }, "region"),
         ];
         for (p, field) in cases {
             assert_eq!(check_patient(p, today).unwrap_err().field, field);

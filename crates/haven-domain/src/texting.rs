@@ -114,6 +114,13 @@ impl SendingWindow {
         Ok(Self { start, end })
     }
 
+    /// The part of this window that `other` allows too (a stricter rule narrows, never widens);
+    /// `None` if they do not overlap.
+    pub fn narrowed(&self, other: &SendingWindow) -> Option<SendingWindow> {
+        let (start, end) = (self.start.max(other.start), self.end.min(other.end));
+        (start < end).then_some(SendingWindow { start, end })
+    }
+
     /// Whether `at` falls inside the window in `zone`.
     pub fn allows(&self, at: Timestamp, zone: &TimeZone) -> bool {
         let t = at.to_zoned(zone.clone()).time();

@@ -78,6 +78,8 @@ pub struct NewText {
     pub conversation_id: Option<ConversationId>,
     /// The patient's IANA zone (for quiet hours when it is claimed).
     pub time_zone: Option<String>,
+    /// The patient's ISO 3166-2 region (a stricter window may apply there).
+    pub region: Option<String>,
     /// Urgent texts are not held for quiet hours.
     pub urgent: bool,
     /// Not before (quiet hours, caps).
@@ -109,6 +111,8 @@ pub struct StoredText {
     pub conversation_id: Option<ConversationId>,
     /// The patient's zone.
     pub time_zone: Option<String>,
+    /// The patient's region.
+    pub region: Option<String>,
     /// Urgent.
     pub urgent: bool,
     /// Status.
@@ -239,7 +243,7 @@ fn consent_row(row: &AnyRow) -> StoreResult<ConsentRow> {
 const CONSENT_COLUMNS: &str = "id, org_id, phone_index, phone_sealed, patient_id, purpose, state, source, wording, recorded_by, recorded_at";
 
 const TEXT_COLUMNS: &str = "id, org_id, kind, purpose, phone_index, sealed, patient_id, conversation_id, time_zone, \
-     urgent, status, not_before, attempts, claimed_at, provider_id, error_code, created_at, sent_at, lease_until";
+     region, urgent, status, not_before, attempts, claimed_at, provider_id, error_code, created_at, sent_at, lease_until";
 
 fn text_row(row: &AnyRow) -> StoreResult<StoredText> {
     let purpose: Option<String> = get(row, "purpose")?;
@@ -255,6 +259,7 @@ fn text_row(row: &AnyRow) -> StoreResult<StoredText> {
         patient_id: opt_id(get(row, "patient_id")?)?,
         conversation_id: opt_id(get(row, "conversation_id")?)?,
         time_zone: get(row, "time_zone")?,
+        region: get(row, "region")?,
         urgent: get::<i64>(row, "urgent")? != 0,
         status: TextStatus::parse(&get::<String>(row, "status")?)
             .ok_or(StoreError::Corrupt("text status"))?,
@@ -308,8 +313,8 @@ pub(crate) async fn insert_consent(c: &mut AnyConnection, r: &ConsentRow) -> Sto
 pub(crate) async fn insert_text(c: &mut AnyConnection, t: &NewText) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO sms_outbox (id, org_id, kind, purpose, phone_index, sealed, patient_id, conversation_id,
-            time_zone, urgent, status, not_before, attempts, created_by, created_at, status_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, 0, $12, $13, $13)",
+            time_zone, urgent, status, not_before, attempts, created_by, created_at, status_at, region)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11, 0, $12, $13, $13, $14)",
     )
     .bind(t.id.to_string())
     .bind(t.org_id.to_string())
@@ -324,6 +329,7 @@ pub(crate) async fn insert_text(c: &mut AnyConnection, t: &NewText) -> StoreResu
     .bind(ms(t.not_before))
     .bind(t.created_by.map(|u| u.to_string()))
     .bind(ms(t.created_at))
+    .bind(t.region.clone())
     .execute(&mut *c)
     .await?;
     Ok(())

@@ -346,3 +346,58 @@ both_backends!(the_consent_ledger_keeps_evidence_refuses_bad_input_and_exports_f
     );
     c.s.stop().await;
 });
+
+both_backends!(regional_windows_narrow_quiet_hours_and_unknown_regions_get_the_strictest, |b| async move {
+    let mut c = clinic(b).await;
+    // Monday 20:30 in New York: inside the default window (to 21:00), past Florida's 20:00.
+    c.at("2026-11-03T01:30:00Z").await;
+    let (st, e) = c
+        .s
+        .post(
+            "/api/v1/patients",
+            Some(&c.staff),
+            json!({"mrn": "MRN-BAD", "name": "Bad Region", "date_of_birth": "1970-01-01", "region": "Florida"}),
+        )
+        .await;
+    assert_eq!((st, e["code"].as_str()), (422, Some("invalid_region")), "{e}");
+    for (n, region, expected) in [
+        (11, Some("us-fl"), "2026-11-03T13:00:00Z"),
+        (12, Some("US-NY"), "2026-11-03T01:30:00Z"),
+        (13, None, "2026-11-03T13:00:00Z"),
+    ] {
+        let phone = format!("+155512300{n}");
+        let (st, p) =
+            c.s.post(
+                "/api/v1/patients",
+                Some(&c.staff),
+                json!({"mrn": format!("MRN-{n}"), "name": "Region Test", "date_of_birth": "1970-01-01",
+                       "phone": phone, "time_zone": "America/New_York", "region": region}),
+            )
+            .await;
+        assert_eq!(st, 201, "{p}");
+        let id = p["id"].as_str().unwrap();
+        let (st, _) = c
+            .s
+            .post(&format!("/api/v1/patients/{id}/consent"), Some(&c.staff), json!({
+                "purposes": ["care"], "state": "granted", "source": "front-desk", "wording": "May we text you?"}))
+            .await;
+        assert_eq!(st, 201);
+        let (_, conv) =
+            c.s.post(
+                "/api/v1/conversations",
+                Some(&c.staff),
+                json!({"kind": "patient", "members": [], "patient_id": id}),
+            )
+            .await;
+        let (st, t) =
+            c.s.post(
+                &format!("/api/v1/conversations/{}/patient-texts", conv["id"].as_str().unwrap()),
+                Some(&c.staff),
+                json!({"purpose": "care"}),
+            )
+            .await;
+        assert_eq!(st, 202, "{t}");
+        assert_eq!(t["not_before"], expected, "region {region:?}");
+    }
+    c.s.stop().await;
+});

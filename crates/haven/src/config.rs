@@ -186,6 +186,12 @@ pub struct TextingConf {
     #[config(env = "HAVEN_TEXTING_FALLBACK_ZONES", parse_env = confique::env::parse::list_by_comma,
         default = ["America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles", "America/Anchorage", "Pacific/Honolulu"])]
     pub fallback_zones: Vec<String>,
+    /// Stricter sending windows by ISO 3166-2 region, as `REGION=HH:MM-HH:MM` (e.g. Florida's,
+    /// Oklahoma's and Maryland's 8 a.m. to 8 p.m. rules). They only narrow the window above; a
+    /// patient whose region is unknown gets the strictest of them.
+    #[config(env = "HAVEN_TEXTING_REGIONAL_WINDOWS", parse_env = confique::env::parse::list_by_comma,
+        default = ["US-FL=08:00-20:00", "US-OK=08:00-20:00", "US-MD=08:00-20:00"])]
+    pub regional_windows: Vec<String>,
     /// Texts of one purpose to one number per rolling day.
     #[config(env = "HAVEN_TEXTING_MAX_PER_DAY", default = 1)]
     pub max_per_day: u32,
@@ -426,6 +432,25 @@ impl Conf {
             time("window_end", &t.window_end)?,
         )
         .map_err(|e| anyhow::anyhow!("texting.window_start/window_end: {}", e.message))?;
+        let mut regional_windows = Vec::new();
+        for entry in &t.regional_windows {
+            let bad = || {
+                anyhow::anyhow!(
+                    "texting.regional_windows: {entry:?} is not REGION=HH:MM-HH:MM (e.g. US-FL=08:00-20:00)"
+                )
+            };
+            let (region, hours) = entry.split_once('=').ok_or_else(bad)?;
+            let (from, to) = hours.split_once('-').ok_or_else(bad)?;
+            let rule = haven_domain::texting::SendingWindow::new(
+                from.trim().parse().map_err(|_| bad())?,
+                to.trim().parse().map_err(|_| bad())?,
+            )
+            .map_err(|_| bad())?;
+            if window.narrowed(&rule).is_none() {
+                bail!("texting.regional_windows: {entry:?} does not overlap the sending window");
+            }
+            regional_windows.push((region.trim().to_ascii_uppercase(), rule));
+        }
         let mut zones = Vec::new();
         for z in &t.fallback_zones {
             zones.push(
@@ -446,6 +471,7 @@ impl Conf {
         Ok(haven_app::texting::TextingSettings {
             window,
             fallback_zones: zones,
+            regional_windows,
             caps: vec![cap(t.max_per_day, 24), cap(t.max_per_week, 24 * 7)],
             link_lifetime: jiff::SignedDuration::from_hours(i64::from(t.link_lifetime_hours)),
         })

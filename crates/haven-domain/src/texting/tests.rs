@@ -116,3 +116,14 @@ fn templates_may_hold_no_placeholder_that_could_carry_phi() {
     assert_eq!(code("Read at {{ link }} }}"), "invalid_template");
     assert_eq!(code(&format!("{} {{{{link}}}}", "x".repeat(320))), "template_too_long");
 }
+
+#[test]
+fn a_regional_window_only_narrows() {
+    let base = SendingWindow::default();
+    let florida = SendingWindow::new(Time::constant(8, 0, 0, 0), Time::constant(20, 0, 0, 0)).unwrap();
+    assert_eq!(base.narrowed(&florida), Some(florida));
+    let wide = SendingWindow::new(Time::constant(7, 0, 0, 0), Time::constant(22, 0, 0, 0)).unwrap();
+    assert_eq!(base.narrowed(&wide), Some(base), "a laxer rule changes nothing");
+    let night = SendingWindow::new(Time::constant(21, 30, 0, 0), Time::constant(23, 0, 0, 0)).unwrap();
+    assert_eq!(base.narrowed(&night), None);
+}

@@ -31,6 +31,9 @@ pub struct CreatePatientRequest {
     pub language: Option<String>,
     /// IANA time zone.
     pub time_zone: Option<String>,
+    /// ISO 3166-2 region (e.g. `US-FL`): a stricter texting window may apply there.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// A lookup by MRN.
@@ -65,6 +68,7 @@ pub(crate) async fn create(
         phone: req.phone,
         language: req.language.unwrap_or_else(|| "en".into()),
         time_zone: req.time_zone,
+        region: req.region,
     };
     Ok((StatusCode::CREATED, Json(state.app.create_patient(&p, details).await?)))
 }

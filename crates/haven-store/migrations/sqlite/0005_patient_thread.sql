@@ -1,5 +1,5 @@
--- Haven schema 5: the patient's thread of a patient conversation, and the shared inbox of
--- patient threads.
+-- Haven schema 5: the patient's thread of a patient conversation, the shared inbox of
+-- patient threads, and the patient's region on queued texts (regional sending windows).
 
 -- Messages to the patient (read on the secure page after the identity check) and the
 -- patient's replies (from the page or by text). Each is also an event of the conversation
@@ -35,3 +35,6 @@ CREATE TABLE patient_inbox (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX patient_inbox_by_org ON patient_inbox (org_id, status, last_from_patient_at);
+
+-- The patient's ISO 3166-2 region (e.g. US-FL), for a stricter sending window there.
+ALTER TABLE sms_outbox ADD COLUMN region TEXT;

@@ -130,6 +130,7 @@ function PatientPicker({ patient, setPatient }) {
     const f = new FormData(e.target);
     const details = { mrn: f.get('mrn'), name: f.get('name'), date_of_birth: f.get('dob'), language: f.get('language') };
     if (f.get('phone')) details.phone = f.get('phone');
+    if (f.get('region')) details.region = f.get('region');
     setError(null);
     setBusy(true);
     try {
@@ -158,6 +159,8 @@ function PatientPicker({ patient, setPatient }) {
           <${Field} label="Date of birth" id="p-dob"><input id="p-dob" name="dob" type="date" required /><//>
           <${Field} label="Mobile phone (optional, for texts)" id="p-phone" hint="In international form, e.g. +12025550143">
             <input id="p-phone" name="phone" type="tel" autocomplete="off" aria-describedby="p-phone-hint" /><//>
+          <${Field} label="State or region (optional)" id="p-region" hint="ISO 3166-2, e.g. US-FL: some states allow texts in fewer hours">
+            <input id="p-region" name="region" autocomplete="off" maxlength="6" aria-describedby="p-region-hint" /><//>
           <${Field} label="Preferred language" id="p-lang">
             <select id="p-lang" name="language"><option value="en">English</option><option value="es">Spanish</option></select><//>
           <button class="secondary" disabled=${busy}>Register patient</button>
