@@ -254,6 +254,19 @@ impl App {
         for e in &entries {
             out.push(self.inbox_item(&org_key, p.org(), e).await?);
         }
+        // The list shows patients' names and MRNs: a PHI read, recorded with who was shown.
+        let mut rec = self.record(
+            Some(p.org()),
+            TEXTING,
+            "inbox-read",
+            AuditAction::R,
+            AuditOutcome::Success,
+            p.agent(),
+        );
+        for e in &entries {
+            rec = rec.entity("patient", e.patient_id);
+        }
+        self.store.record_audit(&rec, self.now()).await?;
         Ok(out)
     }
 

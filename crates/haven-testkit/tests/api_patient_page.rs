@@ -222,7 +222,13 @@ both_backends!(the_patient_reads_and_replies_on_the_secure_page_and_by_text, |b|
     // Audited, without bodies.
     let auditor = c.s.user(c.org, "auditor", &[Role::ComplianceOfficer]).await;
     let auditor = c.s.login(&auditor).await;
-    for action in ["patient-message-send", "patient-thread-read", "patient-message-receive", "inbox-update"] {
+    for action in [
+        "patient-message-send",
+        "patient-thread-read",
+        "patient-message-receive",
+        "inbox-read",
+        "inbox-update",
+    ] {
         let (_, found) = c.s.get(&format!("/api/v1/audit/events?action={action}"), Some(&auditor)).await;
         assert!(!found["events"].as_array().unwrap().is_empty(), "{action} is audited");
     }

@@ -15,7 +15,7 @@ const ACTIONS = [
   'conversation-member-add', 'message-send', 'message-read', 'message-edit', 'message-recall',
   'message-history-read', 'attachment-upload', 'attachment-download', 'consent-change',
   'sms-send', 'link-open', 'identity-check', 'patient-message-send', 'patient-message-receive',
-  'patient-thread-read', 'inbox-update', 'audit-export', 'audit-verify',
+  'patient-thread-read', 'inbox-read', 'inbox-update', 'audit-export', 'audit-verify',
 ];
 
 const OUTCOME_LABEL = { success: 'Success', failure: 'Failure', serious_failure: 'Serious failure', minor_failure: 'Failure' };
