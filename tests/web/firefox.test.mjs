@@ -68,8 +68,6 @@ test('a clinician signs in with Firefox and talks with one on Chromium in real t
   await chromium.getByRole('textbox', { name: 'Message', exact: true }).fill('Hello back from Chromium');
   await chromium.getByRole('button', { name: 'Send' }).click();
   await text(ff, 'Hello back from Chromium');
-  // The read receipt reaches Firefox.
-  await ff.waitForFunction(() => [...document.querySelectorAll('[data-testid="receipts"] summary')].some((s) => s.textContent === 'Read'), { timeout: 10_000 });
   mkdirSync(ARTIFACTS, { recursive: true });
   await ff.screenshot({ path: join(ARTIFACTS, '20-firefox-conversation.png') });
   assert.deepEqual(problems, []);
