@@ -112,6 +112,33 @@ impl App {
         envelope::blind_index(org_key, &org.to_string(), "mrn", &mrn.trim().to_ascii_uppercase())
     }
 
+    /// Seals a patient's details under the record's data key, bound to the patient.
+    fn seal_details(
+        &self,
+        key: &DataKey,
+        org: OrgId,
+        id: PatientId,
+        d: &PatientDetails,
+    ) -> AppResult<Vec<u8>> {
+        let sealed = SealedDetails {
+            mrn: d.mrn.clone(),
+            name: d.name.clone(),
+            date_of_birth: d.date_of_birth.to_string(),
+            phone: d.phone.clone(),
+            language: d.language.clone(),
+            time_zone: d.time_zone.clone(),
+            region: d.region.clone(),
+        };
+        let plain = serde_json::to_vec(&sealed).map_err(|e| AppError::Internal(e.to_string()))?;
+        let ctx = envelope::ContentContext {
+            org: &org.to_string(),
+            conversation: "",
+            item: &id.to_string(),
+            version: 0,
+        };
+        Ok(envelope::seal_content(key, &ctx, self.random(), &plain))
+    }
+
     /// Registers a patient. The MRN is unique within the organisation.
     pub async fn create_patient(&self, p: &Principal, details: PatientDetails) -> AppResult<PatientView> {
         p.require(Permission::PatientRegister)?;
@@ -123,27 +150,11 @@ impl App {
         let org_key = self.org_key(org).await?;
         let (key, wrapped) = self.new_data_key(&org_key, org, "patient", id);
         let phone_index = d.phone.as_deref().map(|ph| Self::phone_index(&org_key, org, ph));
-        let sealed = SealedDetails {
-            mrn: d.mrn.clone(),
-            name: d.name,
-            date_of_birth: d.date_of_birth.to_string(),
-            phone: d.phone,
-            language: d.language,
-            time_zone: d.time_zone,
-            region: d.region,
-        };
-        let plain = serde_json::to_vec(&sealed).map_err(|e| AppError::Internal(e.to_string()))?;
-        let ctx = envelope::ContentContext {
-            org: &org.to_string(),
-            conversation: "",
-            item: &id.to_string(),
-            version: 0,
-        };
         let record = StoredPatient {
             id,
             org_id: org,
             data_key: wrapped,
-            sealed: envelope::seal_content(&key, &ctx, self.random(), &plain),
+            sealed: self.seal_details(&key, org, id, &d)?,
             created_at: now,
         };
         let rec = self
@@ -198,24 +209,7 @@ impl App {
             return Ok(view);
         }
         let key = Self::open_data_key(&org_key, org, "patient", id, &stored.data_key)?;
-        let sealed = SealedDetails {
-            mrn: d.mrn,
-            name: d.name,
-            date_of_birth: d.date_of_birth.to_string(),
-            phone: d.phone.clone(),
-            language: d.language,
-            time_zone: d.time_zone,
-            region: d.region,
-        };
-        let plain = serde_json::to_vec(&sealed).map_err(|e| AppError::Internal(e.to_string()))?;
-        let ctx = envelope::ContentContext {
-            org: &org.to_string(),
-            conversation: "",
-            item: &id.to_string(),
-            version: 0,
-        };
-        let record =
-            StoredPatient { sealed: envelope::seal_content(&key, &ctx, self.random(), &plain), ..stored };
+        let record = StoredPatient { sealed: self.seal_details(&key, org, id, &d)?, ..stored };
         let mut audits = vec![
             self.record(
                 Some(org),

@@ -213,6 +213,21 @@ impl TestServer {
         Self::read(req.send().await.expect("request")).await
     }
 
+    /// Uploads a file to a conversation (`x-file-name` names it), as the web client does.
+    pub async fn upload(&self, token: &str, conv: &str, name: &str, bytes: &[u8]) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.url(&format!("/api/v1/conversations/{conv}/attachments")))
+            .bearer_auth(token)
+            .header("x-file-name", name)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// GETs JSON.
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut req = self.client.get(self.url(path));

@@ -186,20 +186,6 @@ both_backends!(websocket_origin_is_checked, |b: Backend| async move {
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 
-async fn upload(s: &TestServer, tok: &str, conv: &str, name: &str, bytes: &[u8]) -> (u16, Value) {
-    let resp = s
-        .client
-        .post(s.url(&format!("/api/v1/conversations/{conv}/attachments")))
-        .bearer_auth(tok)
-        .header("x-file-name", name)
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let st = resp.status().as_u16();
-    (st, resp.json().await.unwrap_or(Value::Null))
-}
-
 both_backends!(attachments_are_typed_by_content_and_served_to_members_only, |b: Backend| async move {
     let s = TestServer::start_with(b, |c| c.max_attachment_bytes = 4096).await;
     let o = org(&s).await;
@@ -209,16 +195,16 @@ both_backends!(attachments_are_typed_by_content_and_served_to_members_only, |b: 
     let (_, c) =
         s.post("/api/v1/conversations", Some(&alice), json!({"kind": "direct", "members": [bob_u.id]})).await;
     let conv = c["id"].as_str().unwrap();
-    let (st, e) = upload(&s, &alice, conv, "setup.exe", b"MZ\x90\0\x03\0\0\0").await;
+    let (st, e) = s.upload(&alice, conv, "setup.exe", b"MZ\x90\0\x03\0\0\0").await;
     assert_eq!((st, e["code"].as_str()), (415, Some("unsupported_media_type")));
-    let (st, e) = upload(&s, &alice, conv, "page.html", b"<html><script>alert(1)</script>").await;
+    let (st, e) = s.upload(&alice, conv, "page.html", b"<html><script>alert(1)</script>").await;
     assert_eq!(st, 415, "{e}");
     let (st, e) =
-        upload(&s, &alice, conv, "big.pdf", &[b"%PDF-1.7\n".as_slice(), &[b'x'; 5000]].concat()).await;
+        s.upload(&alice, conv, "big.pdf", &[b"%PDF-1.7\n".as_slice(), &[b'x'; 5000]].concat()).await;
     assert_eq!((st, e["code"].as_str()), (413, Some("too_large")));
-    let (st, e) = upload(&s, &carol, conv, "x.png", PNG).await;
+    let (st, e) = s.upload(&carol, conv, "x.png", PNG).await;
     assert_eq!(st, 404, "only members upload: {e}");
-    let (st, att) = upload(&s, &alice, conv, "wound%20photo.png", PNG).await;
+    let (st, att) = s.upload(&alice, conv, "wound%20photo.png", PNG).await;
     assert_eq!(
         (st, att["media_type"].as_str(), att["name"].as_str()),
         (201, Some("image/png"), Some("wound photo.png"))
@@ -328,7 +314,7 @@ both_backends!(canary_is_never_stored_readably, |b: Backend| async move {
         )
         .await;
     let conv = c["id"].as_str().unwrap();
-    let (st, att) = upload(&s, &alice, conv, canary, format!("lab note {canary}\n").as_bytes()).await;
+    let (st, att) = s.upload(&alice, conv, canary, format!("lab note {canary}\n").as_bytes()).await;
     assert_eq!(st, 201, "{att}");
     let (st, _) = s
         .post(

@@ -7,23 +7,9 @@ use haven_app::Actor;
 use haven_domain::org::OrgPolicy;
 use haven_domain::roles::Role;
 use haven_testkit::{Backend, TestServer, TestUser, both_backends};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
-
-async fn upload(s: &TestServer, tok: &str, conv: &str, name: &str, bytes: &[u8]) -> (u16, Value) {
-    let resp = s
-        .client
-        .post(s.url(&format!("/api/v1/conversations/{conv}/attachments")))
-        .bearer_auth(tok)
-        .header("x-file-name", name)
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let st = resp.status().as_u16();
-    (st, resp.json().await.unwrap_or(Value::Null))
-}
 
 async fn direct(s: &TestServer, tok: &str, with: &TestUser) -> String {
     let (st, c) =
@@ -129,19 +115,19 @@ both_backends!(the_organisations_attachment_policy_is_enforced, |b: Backend| asy
 
     let ta = s.login(&a).await;
     let conv = direct(&s, &ta, &bob).await;
-    let (st, e) = upload(&s, &ta, &conv, "x.png", PNG).await;
+    let (st, e) = s.upload(&ta, &conv, "x.png", PNG).await;
     assert_eq!(
         (st, e["code"].as_str()),
         (413, Some("too_large")),
         "the org limit is below the server's: {e}"
     );
-    let (st, e) = upload(&s, &ta, &conv, "x.png", &PNG[..16]).await;
+    let (st, e) = s.upload(&ta, &conv, "x.png", &PNG[..16]).await;
     assert_eq!(
         (st, e["code"].as_str()),
         (415, Some("unsupported_media_type")),
         "images are not allowed: {e}"
     );
-    let (st, pdf) = upload(&s, &ta, &conv, "r.pdf", b"%PDF-1.7\n%%EOF\n").await;
+    let (st, pdf) = s.upload(&ta, &conv, "r.pdf", b"%PDF-1.7\n%%EOF\n").await;
     assert_eq!(st, 201, "{pdf}");
     // A message may be only an attachment.
     let (st, m) = s
@@ -164,7 +150,7 @@ both_backends!(the_organisations_attachment_policy_is_enforced, |b: Backend| asy
     policy["max_attachment_bytes"] = json!(0);
     assert_eq!(s.put("/api/v1/organization/policy", Some(&tadmin), policy).await.0, 200);
     let ta = s.login(&a).await;
-    let (st, e) = upload(&s, &ta, &conv, "r.pdf", b"%PDF-1.7\n").await;
+    let (st, e) = s.upload(&ta, &conv, "r.pdf", b"%PDF-1.7\n").await;
     assert_eq!((st, e["code"].as_str()), (403, Some("attachments_disabled")), "{e}");
 });
 

@@ -131,13 +131,18 @@ fn render(
         None => "none",
     };
     let code_sent = matches!(page.map(|p| p.state), Some(LinkState::Open { code_sent: true }));
-    let body = env().get_template("page.html").and_then(|t| {
-        t.render(context! {
+    render_page(
+        status,
+        context! {
             token, org_name, lang, help_phone, state, code_sent,
             error => notice.error, left => notice.left, t => words(lang),
-        })
-    });
-    match body {
+        },
+    )
+}
+
+/// Renders the page template with `ctx`.
+fn render_page(status: StatusCode, ctx: minijinja::Value) -> Response {
+    match env().get_template("page.html").and_then(|t| t.render(ctx)) {
         Ok(body) => html(status, body),
         Err(e) => {
             tracing::error!(error = %e, "the secure page did not render");
@@ -170,19 +175,13 @@ fn render_thread(
             }
         })
         .collect();
-    let body = env().get_template("page.html").and_then(|t| {
-        t.render(context! {
+    render_page(
+        status,
+        context! {
             token, org_name => thread.org_name.as_str(), lang => thread.language, state => "thread",
             messages, notice, error, t => words(thread.language),
-        })
-    });
-    match body {
-        Ok(body) => html(status, body),
-        Err(e) => {
-            tracing::error!(error = %e, "the secure page did not render");
-            html(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
-        }
-    }
+        },
+    )
 }
 
 /// The patient-session cookie of a request, if any.
