@@ -61,7 +61,8 @@ pub struct OutboxPass {
 }
 
 enum Outcome {
-    Sent,
+    /// The provider has the text (its id); it is recorded with others in one transaction.
+    Accepted(Box<StoredText>, &'static str, String),
     Retrying,
     Failed,
 }
@@ -144,18 +145,48 @@ impl App {
         };
         let claimed = self.store.claim_texts(now, LEASE, BATCH, hold, cancel).await?;
         let mut pass = OutboxPass { claimed: claimed.len(), ..Default::default() };
+        let mut accepted = Vec::new();
         let mut running = tokio::task::JoinSet::new();
         for text in claimed {
             while running.len() >= IN_FLIGHT {
-                tally(&mut pass, running.join_next().await);
+                tally(&mut pass, &mut accepted, running.join_next().await);
+                if accepted.len() >= IN_FLIGHT {
+                    pass.sent += self.record_sent(std::mem::take(&mut accepted)).await;
+                }
             }
             let app = self.clone();
             running.spawn(async move { app.deliver(text).await });
         }
         while let Some(done) = running.join_next().await {
-            tally(&mut pass, Some(done));
+            tally(&mut pass, &mut accepted, Some(done));
         }
+        pass.sent += self.record_sent(accepted).await;
         Ok(pass)
+    }
+
+    /// Records texts the provider accepted, in one transaction with their audit records (one
+    /// commit for many texts, not one each). If that fails they stay leased, and once the lease
+    /// runs out they are looked up at the provider, never sent twice.
+    async fn record_sent(&self, accepted: Vec<(Box<StoredText>, &'static str, String)>) -> usize {
+        if accepted.is_empty() {
+            return 0;
+        }
+        let recs: Vec<AuditRecord> = accepted
+            .iter()
+            .map(|(t, _, _)| self.outbox_record(t, "sms-send", AuditOutcome::Success))
+            .collect();
+        let rows: Vec<_> = accepted
+            .iter()
+            .zip(&recs)
+            .map(|((t, provider, id), rec)| (t.id, *provider, id.as_str(), rec))
+            .collect();
+        match self.store.texts_sent(&rows, self.now()).await {
+            Ok(recorded) => recorded.len(),
+            Err(e) => {
+                tracing::warn!(error = %e, texts = accepted.len(), "sent texts could not be recorded; they will be looked up at the provider");
+                0
+            }
+        }
     }
 
     fn outbox_record(&self, t: &StoredText, subtype: &str, outcome: AuditOutcome) -> AuditRecord {
@@ -187,7 +218,7 @@ impl App {
             let since = text.claimed_at.unwrap_or(text.created_at);
             match gateway.find(&sms, since).await {
                 Ok(Some(accepted)) => {
-                    return self.sent(&text, gateway.provider(), &accepted.provider_id).await;
+                    return Ok(Outcome::Accepted(Box::new(text), gateway.provider(), accepted.provider_id));
                 }
                 Ok(None) => {}
                 Err(GatewayError::Unavailable(_) | GatewayError::Config(_) | GatewayError::Uncertain(_)) => {
@@ -200,7 +231,7 @@ impl App {
             }
         }
         match gateway.send(&sms).await {
-            Ok(accepted) => self.sent(&text, gateway.provider(), &accepted.provider_id).await,
+            Ok(accepted) => Ok(Outcome::Accepted(Box::new(text), gateway.provider(), accepted.provider_id)),
             Err(GatewayError::Refused { code }) => {
                 self.attempt_failed(&text, &format!("refused:{code}"), false).await
             }
@@ -223,12 +254,6 @@ impl App {
         }
     }
 
-    async fn sent(&self, text: &StoredText, provider: &str, provider_id: &str) -> AppResult<Outcome> {
-        let rec = self.outbox_record(text, "sms-send", AuditOutcome::Success);
-        self.store.text_sent(text.id, provider, provider_id, self.now(), &rec).await?;
-        Ok(Outcome::Sent)
-    }
-
     async fn attempt_failed(&self, text: &StoredText, code: &str, retry: bool) -> AppResult<Outcome> {
         let now = self.now();
         let retry_at = if retry { retry_delay(text.attempts).map(|d| now + d) } else { None };
@@ -241,9 +266,13 @@ impl App {
     }
 }
 
-fn tally(pass: &mut OutboxPass, done: Option<Result<AppResult<Outcome>, tokio::task::JoinError>>) {
+fn tally(
+    pass: &mut OutboxPass,
+    accepted: &mut Vec<(Box<StoredText>, &'static str, String)>,
+    done: Option<Result<AppResult<Outcome>, tokio::task::JoinError>>,
+) {
     match done {
-        Some(Ok(Ok(Outcome::Sent))) => pass.sent += 1,
+        Some(Ok(Ok(Outcome::Accepted(text, provider, id)))) => accepted.push((text, provider, id)),
         Some(Ok(Ok(Outcome::Retrying))) => pass.retrying += 1,
         Some(Ok(Ok(Outcome::Failed))) => pass.failed += 1,
         Some(Ok(Err(e))) => {

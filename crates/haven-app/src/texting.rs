@@ -112,6 +112,10 @@ pub struct PatientTextRequest {
     /// in the SMS). Without it the text only invites the patient to the page.
     #[serde(default)]
     pub body: Option<String>,
+    /// Send no earlier than this (RFC 3339, at most 30 days ahead), e.g. a reminder for the
+    /// morning. Quiet hours and caps still apply from then; a time already past means now.
+    #[serde(default)]
+    pub send_at: Option<String>,
 }
 
 fn default_purpose() -> Purpose {
@@ -496,6 +500,7 @@ impl App {
                 TextKind::ConsentRequest,
                 purpose,
                 true,
+                None,
                 view.time_zone.clone(),
                 view.region.clone(),
                 body,
@@ -539,6 +544,7 @@ impl App {
         kind: TextKind,
         purpose: Option<Purpose>,
         urgent: bool,
+        send_at: Option<Timestamp>,
         time_zone: Option<String>,
         region: Option<String>,
         body: String,
@@ -566,7 +572,7 @@ impl App {
         }
         let settings = self.settings.texting.clone();
         let schedule = move |earlier: &[Timestamp]| {
-            let t = next_within_caps(earlier, now, &settings.caps);
+            let t = next_within_caps(earlier, send_at.map_or(now, |s| s.max(now)), &settings.caps);
             if urgent { t } else { settings.next_window(t, time_zone.as_deref(), region.as_deref()) }
         };
         let refused = |e: haven_store::StoreError| match e {
@@ -635,6 +641,7 @@ impl App {
         let token: [u8; 16] = self.random();
         let token_text = data_encoding::BASE64URL_NOPAD.encode(&token);
         let now = self.now();
+        let send_at = haven_domain::texting::scheduled(req.send_at.as_deref(), now)?;
         let link = NewLink {
             id: self.new_id(|r| LinkId::random(r)),
             token_hash: haven_crypto::token::digest(&token_text).into_bytes(),
@@ -643,7 +650,8 @@ impl App {
             conversation_id: conv,
             created_by: p.user.id,
             created_at: now,
-            expires_at: now + self.settings.texting.link_lifetime,
+            // A scheduled text's link lasts as long from when it is due as any other's.
+            expires_at: send_at.unwrap_or(now) + self.settings.texting.link_lifetime,
         };
         let org_name = self.store.org(org).await?.name;
         let body = sms::render(
@@ -666,6 +674,7 @@ impl App {
                 TextKind::SecureMessage,
                 Some(req.purpose),
                 req.urgent,
+                send_at,
                 view.time_zone.clone(),
                 view.region.clone(),
                 body,

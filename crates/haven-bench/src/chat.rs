@@ -49,7 +49,7 @@ pub struct ChatResult {
 /// Arrivals: (idempotency key, recipient index) -> arrival time.
 type Arrivals = Arc<Mutex<HashMap<(String, usize), Instant>>>;
 
-async fn post(
+pub(crate) async fn post(
     http: &reqwest::Client,
     url: String,
     token: Option<&str>,

@@ -4,13 +4,16 @@
 //! PostgreSQL with `--database-url`, and sets it up through `haven admin`.
 //!
 //! Scenarios: `chat` (closed or open loop), `audit` (appends per second under the chat load,
-//! and the offline verification of a large export) and `connections` (idle sockets in steps). Speed targets are measured here and
-//! reported, never asserted by tests.
+//! and the offline verification of a large export), `connections` (idle sockets in steps) and
+//! `outbox` (queued texts to a sink gateway, across a SIGKILL if asked). Speed targets are
+//! measured here and reported, never asserted by tests.
 
 mod audit;
 mod chat;
 mod connections;
+mod outbox;
 mod server;
+mod sink;
 
 use std::path::PathBuf;
 
@@ -52,6 +55,9 @@ enum Scenario {
     /// Idle authenticated WebSockets in steps: server memory per socket, and the delivery
     /// latency of a light message stream at each step.
     Connections(connections::ConnectionsArgs),
+    /// Queued texts through the outbox to a sink gateway (Twilio's wire format): texts per
+    /// second and duplicates, optionally across a SIGKILL of the server mid-run.
+    Outbox(outbox::OutboxArgs),
 }
 
 /// The chat load.
@@ -275,5 +281,6 @@ fn main() -> anyhow::Result<()> {
             audit::run(&ctx, &load, verify_entries)
         }
         Scenario::Connections(a) => connections::run(&ctx, &a),
+        Scenario::Outbox(a) => outbox::run(&ctx, &a),
     }
 }

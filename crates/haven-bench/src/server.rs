@@ -19,19 +19,26 @@ pub struct Server {
     data_dir: PathBuf,
     haven: PathBuf,
     database_url: Option<String>,
+    killed: bool,
 }
 
 impl Server {
     fn cmd(haven: &Path, data_dir: &Path, database_url: Option<&str>) -> Command {
         let mut c = Command::new(haven);
-        c.env("HAVEN_DATA_DIR", data_dir).env("HAVEN_LOG_LEVEL", "error");
+        c.env("HAVEN_DATA_DIR", data_dir);
+        // The server's own log level can be raised for a look inside (its log goes to
+        // `server.log` in the data directory); by default only errors are logged.
+        if std::env::var_os("HAVEN_LOG_LEVEL").is_none() {
+            c.env("HAVEN_LOG_LEVEL", "error");
+        }
         if let Some(u) = database_url {
             c.env("HAVEN_DATABASE_URL", u);
         }
         c
     }
 
-    fn admin(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
+    /// Runs `haven admin` with `args` (and `stdin`).
+    pub fn admin(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
         let mut c = Self::cmd(&self.haven, &self.data_dir, self.database_url.as_deref());
         c.arg("admin").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::piped());
         let mut child = c.spawn().context("running haven admin")?;
@@ -47,12 +54,28 @@ impl Server {
 
     /// Starts `haven serve` on a free loopback port.
     pub fn start(haven: &Path, data_dir: &Path, database_url: Option<String>) -> anyhow::Result<Self> {
+        Self::start_at(haven, data_dir, database_url, "127.0.0.1:0")
+    }
+
+    /// Starts `haven serve` listening on `bind`.
+    fn start_at(
+        haven: &Path,
+        data_dir: &Path,
+        database_url: Option<String>,
+        bind: &str,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let mut child = Self::cmd(haven, data_dir, database_url.as_deref())
-            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(["serve", "--bind", bind])
             .env("HAVEN_MESSAGING_SOCKET_QUEUE", "4096")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(
+                match std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log"))
+                {
+                    Ok(f) => Stdio::from(f),
+                    Err(_) => Stdio::null(),
+                },
+            )
             .spawn()
             .with_context(|| format!("starting {}", haven.display()))?;
         let mut reader = BufReader::new(child.stdout.take().expect("piped"));
@@ -65,7 +88,31 @@ impl Server {
                 break addr.to_owned();
             }
         };
-        Ok(Self { child, base, data_dir: data_dir.to_owned(), haven: haven.to_owned(), database_url })
+        Ok(Self {
+            child,
+            base,
+            data_dir: data_dir.to_owned(),
+            haven: haven.to_owned(),
+            database_url,
+            killed: false,
+        })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the server with SIGKILL (no shutdown of any kind, as in a power cut of the
+    /// process) and starts it again on the same address and data.
+    pub fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        // It may be dead already (killed by the sink gateway mid-send).
+        self.child.kill().context("SIGKILL")?;
+        self.child.wait()?;
+        self.killed = true;
+        let bind = self.base.trim_start_matches("http://").to_owned();
+        *self = Self::start_at(&self.haven, &self.data_dir, self.database_url.clone(), &bind)?;
+        Ok(())
     }
 
     /// Creates the organisation (MFA not required: the tool signs in with passwords) and its
@@ -126,6 +173,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.killed {
+            return;
+        }
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
     }

@@ -180,6 +180,31 @@ pub fn default_caps() -> [FrequencyCap; 2] {
     ]
 }
 
+/// How far ahead a text may be scheduled.
+pub const MAX_SCHEDULE_AHEAD: SignedDuration = SignedDuration::from_hours(24 * 30);
+
+/// When staff asked a text to go out (`send_at`, RFC 3339): `None` for now. A time already past
+/// means now (a client's clock a little behind must not be refused); more than
+/// [`MAX_SCHEDULE_AHEAD`] ahead is refused, as is anything that is not a time.
+pub fn scheduled(send_at: Option<&str>, now: Timestamp) -> Result<Option<Timestamp>, ValidationError> {
+    let Some(raw) = send_at else { return Ok(None) };
+    let at: Timestamp = raw.parse().map_err(|_| {
+        ValidationError::new(
+            "send_at",
+            "invalid_send_at",
+            "send_at must be an RFC 3339 time such as 2026-12-05T14:00:00Z",
+        )
+    })?;
+    if at > now + MAX_SCHEDULE_AHEAD {
+        return Err(ValidationError::new(
+            "send_at",
+            "invalid_send_at",
+            "send_at may be at most 30 days ahead",
+        ));
+    }
+    Ok((at > now).then_some(at))
+}
+
 /// The first instant at or after `now` when one more text fits every cap, given when earlier
 /// texts of the same purpose to the same number were sent.
 pub fn next_within_caps(sent: &[Timestamp], now: Timestamp, caps: &[FrequencyCap]) -> Timestamp {

@@ -105,6 +105,22 @@ pub(crate) async fn append(conn: &mut AnyConnection, rec: &AuditRecord, now: Tim
     Ok(seq)
 }
 
+/// Appends `recs`, all at `now`, in the caller's transaction (nothing when there are none):
+/// the head is read and written once for all of them.
+pub(crate) async fn append_all<'a>(
+    conn: &mut AnyConnection,
+    recs: impl IntoIterator<Item = &'a AuditRecord>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let recs: Vec<_> = recs.into_iter().map(|r| (r, now)).collect();
+    if recs.is_empty() {
+        return Ok(());
+    }
+    let mut log = Appender::load(conn).await?;
+    log.append_many(conn, &recs).await?;
+    log.finish(conn).await
+}
+
 /// Appends several records in one transaction: the head is read (and, on PostgreSQL, locked)
 /// once, each record is written with its leaf hash, and the head is written once at the end, so
 /// a batch of sends pays for the head twice, not twice per entry.

@@ -236,10 +236,7 @@ impl Store {
     ) -> StoreResult<T> {
         let mut tx = self.write.begin().await?;
         let out = work(&mut tx).await?;
-        let mut log = audit::Appender::load(&mut tx).await?;
-        let recs: Vec<_> = audit_recs.iter().map(|a| (a, now)).collect();
-        log.append_many(&mut tx, &recs).await?;
-        log.finish(&mut tx).await?;
+        audit::append_all(&mut tx, audit_recs, now).await?;
         tx.commit().await?;
         Ok(out)
     }

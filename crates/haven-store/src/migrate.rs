@@ -45,6 +45,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_patient_thread.sql"),
         postgres: include_str!("../migrations/postgres/0005_patient_thread.sql"),
     },
+    Migration {
+        version: 6,
+        name: "texts_by_patient",
+        sqlite: include_str!("../migrations/sqlite/0006_texts_by_patient.sql"),
+        postgres: include_str!("../migrations/postgres/0006_texts_by_patient.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> String {

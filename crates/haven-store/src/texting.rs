@@ -544,10 +544,7 @@ impl Store {
             Some(m) => Some(crate::patient_thread::insert_patient_message(&mut tx, m).await?),
             None => None,
         };
-        let mut log = crate::audit::Appender::load(&mut tx).await?;
-        let recs: Vec<_> = plan.audits.iter().map(|a| (a, inbound.received_at)).collect();
-        log.append_many(&mut tx, &recs).await?;
-        log.finish(&mut tx).await?;
+        crate::audit::append_all(&mut tx, &plan.audits, inbound.received_at).await?;
         tx.commit().await?;
         Ok(Some((plan, thread)))
     }
@@ -624,41 +621,44 @@ impl Store {
                 claimed.push(text);
             }
         }
-        if !cancelled.is_empty() {
-            let mut log = crate::audit::Appender::load(&mut tx).await?;
-            let recs: Vec<_> = cancelled.iter().map(|a| (a, now)).collect();
-            log.append_many(&mut tx, &recs).await?;
-            log.finish(&mut tx).await?;
-        }
+        crate::audit::append_all(&mut tx, &cancelled, now).await?;
         tx.commit().await?;
         Ok(claimed)
     }
 
-    /// Records that the provider accepted a claimed text.
-    pub async fn text_sent(
+    /// Records that the provider accepted claimed texts — `(text, provider, provider's id, audit
+    /// record)` each — in one transaction with their audit records, so a busy outbox pays one
+    /// commit for many texts. A text no longer being sent (settled meanwhile by another node) is
+    /// left as it is and not audited again. Returns the texts recorded.
+    pub async fn texts_sent(
         &self,
-        text: TextId,
-        provider: &str,
-        provider_id: &str,
+        sent: &[(TextId, &str, &str, &AuditRecord)],
         now: Timestamp,
-        audit_rec: &AuditRecord,
-    ) -> StoreResult<()> {
-        self.audited(audit_rec, now, async |c| {
+    ) -> StoreResult<Vec<TextId>> {
+        let mut tx = self.write.begin().await?;
+        let mut recorded = Vec::new();
+        let mut recs = Vec::new();
+        for (text, provider, provider_id, rec) in sent {
             let done = sqlx::query(
                 "UPDATE sms_outbox SET status = 'sent', provider = $2, provider_id = $3, sent_at = $4, status_at = $4,
                     lease_until = NULL, error_code = NULL
                  WHERE id = $1 AND status = 'sending'",
             )
             .bind(text.to_string())
-            .bind(provider)
-            .bind(provider_id)
+            .bind(*provider)
+            .bind(*provider_id)
             .bind(ms(now))
-            .execute(&mut *c)
+            .execute(&mut *tx)
             .await
             .map_err(crate::rows::conflict("provider_id"))?;
-            crate::touched(done)
-        })
-        .await
+            if done.rows_affected() == 1 {
+                recorded.push(*text);
+                recs.push(*rec);
+            }
+        }
+        crate::audit::append_all(&mut tx, recs, now).await?;
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     /// Records a failed attempt: queued again at `retry_at`, or failed for good (`None`).
@@ -746,9 +746,10 @@ impl Store {
         patient: Option<PatientId>,
         limit: u32,
     ) -> StoreResult<Vec<StoredText>> {
+        // Two statements rather than `($2 IS NULL OR patient_id = $2)`, which no index serves.
+        let only = if patient.is_some() { "AND patient_id = $2" } else { "AND CAST($2 AS TEXT) IS NULL" };
         let sql = format!(
-            "SELECT {TEXT_COLUMNS} FROM sms_outbox WHERE org_id = $1 AND (CAST($2 AS TEXT) IS NULL OR patient_id = $2)
-             ORDER BY created_at DESC, id LIMIT $3"
+            "SELECT {TEXT_COLUMNS} FROM sms_outbox WHERE org_id = $1 {only} ORDER BY created_at DESC, id LIMIT $3"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(org.to_string())

@@ -401,3 +401,29 @@ both_backends!(regional_windows_narrow_quiet_hours_and_unknown_regions_get_the_s
     }
     c.s.stop().await;
 });
+
+both_backends!(a_scheduled_text_waits_for_its_time_and_then_for_the_window, |b| async move {
+    let mut c = clinic(b).await;
+    // Scheduled for 21:30 in New York (after the window closes): out at 08:00 the next morning.
+    let (st, t) = c.text_patient(json!({"purpose": "care", "send_at": "2026-11-03T02:30:00Z"})).await;
+    assert_eq!(st, 202, "{t}");
+    assert_eq!(t["not_before"], "2026-11-03T13:00:00Z");
+    c.drain().await;
+    c.s.clock.set("2026-11-03T12:59:59Z".parse().unwrap());
+    c.drain().await;
+    assert!(c.twilio.messages().is_empty(), "nothing before its time");
+    c.at("2026-11-03T13:00:00Z").await;
+    c.drain().await;
+    assert_eq!(c.twilio.messages().len(), 1);
+    // Not a time, or more than 30 days ahead: refused, and nothing is queued.
+    for bad in ["tomorrow morning", "2026-12-04T13:00:01Z"] {
+        let (st, e) = c.text_patient(json!({"purpose": "care", "send_at": bad})).await;
+        assert_eq!((st, e["code"].as_str()), (422, Some("invalid_send_at")), "{bad}: {e}");
+    }
+    assert_eq!(c.texts().await.len(), 1);
+    // A time already past means now (caps still apply: one care text a day).
+    let (st, t) = c.text_patient(json!({"purpose": "care", "send_at": "2026-11-01T00:00:00Z"})).await;
+    assert_eq!(st, 202, "{t}");
+    assert_eq!(t["not_before"], "2026-11-04T13:00:00Z");
+    c.s.stop().await;
+});

@@ -127,3 +127,15 @@ fn a_regional_window_only_narrows() {
     let night = SendingWindow::new(Time::constant(21, 30, 0, 0), Time::constant(23, 0, 0, 0)).unwrap();
     assert_eq!(base.narrowed(&night), None);
 }
+
+#[test]
+fn a_schedule_is_a_time_within_thirty_days_and_the_past_means_now() {
+    let now = at("2026-12-04T18:00:00Z");
+    assert_eq!(scheduled(None, now).unwrap(), None);
+    assert_eq!(scheduled(Some("2026-12-05T14:00:00Z"), now).unwrap(), Some(at("2026-12-05T14:00:00Z")));
+    assert_eq!(scheduled(Some("2026-12-04T17:59:00Z"), now).unwrap(), None);
+    assert_eq!(scheduled(Some("2027-01-03T18:00:00Z"), now).unwrap(), Some(at("2027-01-03T18:00:00Z")));
+    for bad in ["2027-01-03T18:00:01Z", "tomorrow", "2026-12-05", ""] {
+        assert_eq!(scheduled(Some(bad), now).unwrap_err().code, "invalid_send_at", "{bad:?}");
+    }
+}
