@@ -11,6 +11,7 @@ pub mod audit;
 pub mod audit_fhir;
 pub mod audit_verify;
 pub mod auth;
+mod caches;
 pub mod consent_fhir;
 pub mod demo;
 mod error;
@@ -236,6 +237,7 @@ pub struct App {
     hub: Arc<Hub>,
     bus: Arc<dyn Bus>,
     texting: Arc<outbox::TextingRuntime>,
+    caches: Arc<caches::Caches>,
 }
 
 impl std::fmt::Debug for App {
@@ -278,6 +280,7 @@ impl App {
             bus: Arc::new(LocalBus(hub.clone())),
             hub,
             texting: Arc::default(),
+            caches: Arc::default(),
         })
     }
 

@@ -133,6 +133,19 @@ impl App {
         if m.is_current() { Ok(m) } else { Err(AppError::NotFound) }
     }
 
+    /// The patient of a conversation the caller sends to. Membership is checked by the send's
+    /// own transaction (a non-member's send is refused there, as NotFound); a conversation's
+    /// patient never changes, so after the first send it is known without a read.
+    async fn patient_of(&self, p: &Principal, conv: ConversationId) -> AppResult<Option<PatientId>> {
+        p.require(Permission::MessagingUse)?;
+        if let Some(patient) = self.caches.patient_of(p.org(), conv) {
+            return Ok(patient);
+        }
+        let m = self.current_member(p, conv).await?;
+        self.caches.keep_patient_of(p.org(), conv, m.conversation.patient_id);
+        Ok(m.conversation.patient_id)
+    }
+
     pub(crate) async fn publish_events(
         &self,
         org: OrgId,
@@ -440,15 +453,15 @@ impl App {
             )
             .into());
         }
-        let m = self.current_member(p, conv).await?;
         let org = p.org();
+        let patient = self.patient_of(p, conv).await?;
         let id = self.new_id(|r| MessageId::random(r));
         let org_key = self.org_key(org).await?;
         let (key, wrapped) = self.new_data_key(&org_key, org, "message", id);
         let (o, c, i) = (org.to_string(), conv.to_string(), id.to_string());
         let sealed = envelope::seal_content(&key, &content_ctx(&o, &c, &i, 1), self.random(), &payload);
         let mut rec = self.messaging_record(p, "message-send", AuditAction::C, conv).entity("message", id);
-        if let Some(pid) = m.conversation.patient_id {
+        if let Some(pid) = patient {
             rec = rec.entity("patient", pid);
         }
         for a in &input.attachments {

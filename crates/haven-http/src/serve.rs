@@ -80,6 +80,8 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // As for plain connections: no Nagle delay on small writes.
+                let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -120,8 +122,27 @@ impl Listener for TlsListener {
     }
 }
 
-impl Connected<IncomingStream<'_, TcpListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+/// Plain TCP connections with Nagle's algorithm off: a WebSocket frame or a response goes out
+/// when written, not after the peer's delayed acknowledgement of the previous one (up to 40 ms).
+pub struct PlainListener(TcpListener);
+
+impl Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, addr) = Listener::accept(&mut self.0).await;
+        let _ = stream.set_nodelay(true);
+        (stream, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Listener::local_addr(&self.0)
+    }
+}
+
+impl Connected<IncomingStream<'_, PlainListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
         ClientAddr(*stream.remote_addr())
     }
 }
@@ -143,7 +164,7 @@ pub async fn serve(
     let router = router.layer(axum::middleware::from_fn(connect_info_to_client_addr));
     match tls {
         None => {
-            axum::serve(tcp, router.into_make_service_with_connect_info::<ClientAddr>())
+            axum::serve(PlainListener(tcp), router.into_make_service_with_connect_info::<ClientAddr>())
                 .with_graceful_shutdown(shutdown)
                 .await
         }

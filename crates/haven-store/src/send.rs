@@ -215,20 +215,35 @@ async fn take_seqs(
             None => per_conv.push((m.conversation_id, m.org_id, 1, ms(m.now))),
         }
     }
+    if per_conv.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One statement for every conversation of the batch (VALUES columns are named column1,
+    // column2, ... on both backends; the casts give PostgreSQL the parameters' types).
+    let rows: Vec<String> = (0..per_conv.len())
+        .map(|r| {
+            let p = 4 * r;
+            format!("(${}, ${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT))", p + 1, p + 2, p + 3, p + 4)
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE conversations AS c SET last_seq = c.last_seq + v.column3, last_activity_at = v.column4
+         FROM (VALUES {}) AS v WHERE c.id = v.column1 AND c.org_id = v.column2 RETURNING id, last_seq",
+        rows.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (conv, org, count, at) in &per_conv {
+        q = q.bind(conv.to_string()).bind(org.to_string()).bind(*count).bind(*at);
+    }
     let mut next: HashMap<ConversationId, i64> = HashMap::new();
-    for (conv, org, count, at) in per_conv {
-        let row = sqlx::query(
-            "UPDATE conversations SET last_seq = last_seq + $3, last_activity_at = $4
-             WHERE id = $1 AND org_id = $2 RETURNING last_seq",
-        )
-        .bind(conv.to_string())
-        .bind(org.to_string())
-        .bind(count)
-        .bind(at)
-        .fetch_optional(&mut *c)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+    for row in q.fetch_all(&mut *c).await? {
+        let id: String = get(&row, "id")?;
+        let conv: ConversationId = id.parse().map_err(|_| StoreError::Corrupt("conversation id"))?;
+        let count = per_conv.iter().find(|(c, ..)| *c == conv).map(|e| e.2).ok_or(StoreError::NotFound)?;
         next.insert(conv, get::<i64>(&row, "last_seq")? - count + 1);
+    }
+    if next.len() != per_conv.len() {
+        return Err(StoreError::NotFound);
     }
     Ok(fresh
         .iter()

@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use futures_util::SinkExt;
 use haven_app::messaging::{EventRange, event_frame};
 use haven_app::realtime::Outbound;
 use haven_app::{App, Principal};
@@ -74,11 +75,12 @@ pub(crate) async fn upgrade(
         )
     })?;
     // Small buffers (the defaults reserve 128 KiB each): frames are small, and an idle socket
-    // should cost kilobytes. A zero write buffer writes each frame out at once.
+    // should cost kilobytes. Frames that are ready together are written out together (one
+    // write for a burst, flushed as soon as nothing more is waiting).
     Ok(ws
         .max_message_size(64 * 1024)
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        .write_buffer_size(4096)
         .on_upgrade(move |socket| run(state.app, p, socket)))
 }
 
@@ -138,7 +140,7 @@ impl Cursor {
                 return self.flush(ws, conv).await;
             };
             for ev in page.iter().filter(|e| e.seq <= upto) {
-                ws.send(text(&event_frame(ev))).await.map_err(|_| ())?;
+                ws.feed(text(&event_frame(ev))).await.map_err(|_| ())?;
             }
             self.last.insert(conv, last.min(upto));
             if (page.len() as u32) < PAGE {
@@ -164,7 +166,7 @@ impl Cursor {
             self.deadline.get_or_insert_with(|| Instant::now() + REORDER_WAIT);
             return Ok(());
         }
-        ws.send(text(&json)).await.map_err(|_| ())?;
+        ws.feed(text(&json)).await.map_err(|_| ())?;
         self.last.insert(conv, seq);
         self.flush(ws, conv).await
     }
@@ -177,7 +179,7 @@ impl Cursor {
             if *entry.key() <= last {
                 entry.remove();
             } else if *entry.key() == last + 1 {
-                ws.send(text(&entry.remove())).await.map_err(|_| ())?;
+                ws.feed(text(&entry.remove())).await.map_err(|_| ())?;
                 last += 1;
             } else {
                 break;
@@ -236,6 +238,27 @@ enum End {
     Close(u16, &'static str),
 }
 
+/// Frames written before a flush at most.
+const BURST: usize = 32;
+
+/// Writes one item of the socket's queue (buffered: the caller flushes).
+async fn deliver(
+    app: &App,
+    p: &Principal,
+    ws: &mut WebSocket,
+    cursor: &mut Cursor,
+    out: Option<Outbound>,
+) -> Result<(), End> {
+    let done = match out {
+        None => return Err(End::Close(TOO_SLOW, "too far behind; reconnect and resume")),
+        Some(Outbound::Close { reason }) => return Err(End::Close(SESSION_ENDED, reason)),
+        Some(Outbound::Notice { json }) => ws.feed(text(&json)).await.map_err(|_| ()),
+        Some(Outbound::Hint { conversation, seq }) => cursor.fill(app, p, ws, conversation, seq, false).await,
+        Some(Outbound::Event { conversation, seq, json }) => cursor.live(ws, conversation, seq, json).await,
+    };
+    done.map_err(|_| End::ClientGone)
+}
+
 async fn session(
     app: &App,
     p: &Principal,
@@ -270,25 +293,25 @@ async fn session(
     keepalive.tick().await;
     loop {
         tokio::select! {
-            out = rx.recv() => match out {
-                None => return End::Close(TOO_SLOW, "too far behind; reconnect and resume"),
-                Some(Outbound::Close { reason }) => return End::Close(SESSION_ENDED, reason),
-                Some(Outbound::Notice { json }) => {
-                    if ws.send(text(&json)).await.is_err() { return End::ClientGone; }
-                }
-                Some(Outbound::Hint { conversation, seq }) => {
-                    if cursor.fill(app, p, ws, conversation, seq, false).await.is_err() {
-                        return End::ClientGone;
+            out = rx.recv() => {
+                let mut next = out;
+                // Take what else is already waiting (a bounded burst), then write it out once.
+                for _ in 0..BURST {
+                    if let Err(end) = deliver(app, p, ws, &mut cursor, next).await {
+                        return end;
+                    }
+                    match rx.try_recv() {
+                        Ok(more) => next = Some(more),
+                        Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => next = None,
                     }
                 }
-                Some(Outbound::Event { conversation, seq, json }) => {
-                    if cursor.live(ws, conversation, seq, json).await.is_err() {
-                        return End::ClientGone;
-                    }
+                if ws.flush().await.is_err() {
+                    return End::ClientGone;
                 }
-            },
+            }
             _ = sleep_until_deadline(cursor.deadline) => {
-                if cursor.fill_gaps(app, p, ws).await.is_err() {
+                if cursor.fill_gaps(app, p, ws).await.is_err() || ws.flush().await.is_err() {
                     return End::ClientGone;
                 }
             }
