@@ -101,7 +101,7 @@ fn migrate_then_admin_commands() {
     let d = temp_dir("admin");
     let o = haven(&d).arg("migrate").output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("5 migration(s) applied"));
+    assert!(text(&o).contains("6 migration(s) applied"));
     let o = haven(&d).arg("migrate").output().unwrap();
     assert!(text(&o).contains("0 migration(s) applied"));
     assert!(haven(&d).args(["admin", "create-org", "--name", "Hillside Clinic"]).status().unwrap().success());
