@@ -3,7 +3,7 @@
 // signing out (by hand, on inactivity, or because the server ended the session) wipes it by
 // leaving the page.
 
-import { useEffect, useState } from './lib.js';
+import { useLayoutEffect, useState } from './lib.js';
 
 export const S = {
   /** boot | signin | mfa | enrol | recovery | app */
@@ -36,10 +36,13 @@ export const S = {
 
 const listeners = new Set();
 let scheduled = false;
+/** Moves on every change, so a component can tell whether it missed one before subscribing. */
+let version = 0;
 
 /** Changes the state and re-renders (once per frame, however many changes). */
 export function update(change) {
   if (change) change(S);
+  version += 1;
   if (scheduled) return;
   scheduled = true;
   queueMicrotask(() => {
@@ -48,12 +51,19 @@ export function update(change) {
   });
 }
 
-/** Re-renders the calling component whenever the state changes. */
+/**
+ * Re-renders the calling component whenever the state changes. It subscribes in a layout
+ * effect (at once, not after the next paint, which a background tab may never have) and
+ * re-renders if the state changed between its render and its subscription: a first answer
+ * from the server must not be lost.
+ */
 export function useStore() {
   const [, tick] = useState(0);
-  useEffect(() => {
+  const rendered = version;
+  useLayoutEffect(() => {
     const l = () => tick((n) => n + 1);
     listeners.add(l);
+    if (version !== rendered) l();
     return () => listeners.delete(l);
   }, []);
   return S;
