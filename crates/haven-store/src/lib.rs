@@ -126,9 +126,6 @@ pub struct Store {
     /// Sends go through group commit (see `group.rs`).
     group: group::GroupCommit,
     backend: Backend,
-    /// Moves after every change to sessions, users, roles or organisation policies made
-    /// through this store (see [`Store::auth_epoch`]).
-    auth_epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The SQLite URL of the default database file inside a data directory.
@@ -188,28 +185,13 @@ impl Store {
         // one writer per node loses no concurrency and saves a commit and a dozen round trips
         // per send.
         let group = group::GroupCommit::start(write.clone());
-        Ok(Self { read, write, group, backend, auth_epoch: Default::default() })
+        Ok(Self { read, write, group, backend })
     }
 
     /// Applies pending migrations; returns how many were applied.
     pub async fn migrate(&self) -> StoreResult<usize> {
         let mut conn = self.write.acquire().await?;
         migrate::run(&mut conn, self.backend).await
-    }
-
-    /// A counter that moves after every change this store makes to sessions, users, roles or
-    /// organisation policies (never backwards). A cache of sessions read at one value is
-    /// current while the counter still has it: read the counter *before* reading the session.
-    pub fn auth_epoch(&self) -> u64 {
-        self.auth_epoch.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Runs a write to sessions, users, roles or policies, then moves the auth epoch (also when
-    /// it failed: a spurious move only costs a cache miss).
-    pub(crate) async fn auth_write<T>(&self, work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
-        let out = work.await;
-        self.auth_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        out
     }
 
     /// Which backend this is.
