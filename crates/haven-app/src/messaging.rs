@@ -455,7 +455,7 @@ impl App {
         }
         let org = p.org();
         let patient = self.patient_of(p, conv).await?;
-        let id = self.new_id(|r| MessageId::random(r));
+        let id = self.new_id(|r| MessageId::time_ordered(now, r));
         let org_key = self.org_key(org).await?;
         let (key, wrapped) = self.new_data_key(&org_key, org, "message", id);
         let (o, c, i) = (org.to_string(), conv.to_string(), id.to_string());
