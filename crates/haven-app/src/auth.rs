@@ -275,7 +275,18 @@ impl App {
     /// Activity is recorded, at most every few seconds.
     pub async fn session(&self, token: &str, meta: &RequestMeta) -> AppResult<SessionContext> {
         let now = self.now();
-        let record = self.store.session_by_token(&digest(token)).await?.ok_or(AppError::Unauthenticated)?;
+        let digest = digest(token);
+        // The epoch is read before the session, so a change committed meanwhile leaves the
+        // entry kept below already out of date.
+        let epoch = self.store.auth_epoch();
+        let record = match self.caches.session(&digest, epoch) {
+            Some(r) => r,
+            None => {
+                let r = self.store.session_by_token(&digest).await?.ok_or(AppError::Unauthenticated)?;
+                self.caches.keep_session(&digest, r.clone(), epoch);
+                r
+            }
+        };
         if record.user.status != UserStatus::Active {
             return Err(AppError::Unauthenticated);
         }
@@ -287,6 +298,7 @@ impl App {
         }
         if !meta.background && now.duration_since(r.last_seen_at) >= session::TOUCH_GRANULARITY {
             self.store.touch_session(r.id, now).await?;
+            self.caches.session_touched(&digest, now);
         }
         Ok(ctx)
     }

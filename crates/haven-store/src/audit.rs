@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
 use crate::rows::{get, ms, ts};
+use crate::script::Script;
 use crate::{Store, StoreError, StoreResult};
 
 /// An audit record as stored.
@@ -99,9 +100,11 @@ fn hash_from(bytes: Vec<u8>) -> StoreResult<Hash> {
 /// Appends `rec` on `conn`, which must be inside the caller's transaction.
 pub(crate) async fn append(conn: &mut AnyConnection, rec: &AuditRecord, now: Timestamp) -> StoreResult<i64> {
     let mut log = Appender::load(conn).await?;
-    log.append_many(conn, &[(rec, now)]).await?;
+    let mut script = Script::for_connection(conn);
+    log.append_many(&mut script, &[(rec, now)])?;
     let seq = log.size;
-    log.finish(conn).await?;
+    log.finish(&mut script);
+    script.run(conn).await?;
     Ok(seq)
 }
 
@@ -117,13 +120,16 @@ pub(crate) async fn append_all<'a>(
         return Ok(());
     }
     let mut log = Appender::load(conn).await?;
-    log.append_many(conn, &recs).await?;
-    log.finish(conn).await
+    let mut script = Script::for_connection(conn);
+    log.append_many(&mut script, &recs)?;
+    log.finish(&mut script);
+    Ok(script.run(conn).await?)
 }
 
 /// Appends several records in one transaction: the head is read (and, on PostgreSQL, locked)
 /// once, each record is written with its leaf hash, and the head is written once at the end, so
-/// a batch of sends pays for the head twice, not twice per entry.
+/// a batch of sends pays for the head twice, not twice per entry. The writes are queued on a
+/// [`Script`], so they can go to the database with the caller's other writes.
 pub(crate) struct Appender {
     size: i64,
     last_time: i64,
@@ -143,22 +149,23 @@ impl Appender {
         Ok(Self { size, last_time: get(&head, "last_time")?, frontier })
     }
 
-    /// Writes the records as the next entries, in order (time never goes backwards in the log), with one insert for the entries and
-    /// one for their search index.
-    pub(crate) async fn append_many(
+    /// Queues the records as the next entries, in order (time never goes backwards in the
+    /// log): one insert for the entries and one for their search index.
+    pub(crate) fn append_many(
         &mut self,
-        conn: &mut AnyConnection,
+        script: &mut Script,
         recs: &[(&AuditRecord, Timestamp)],
     ) -> StoreResult<()> {
         if recs.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "INSERT INTO audit_log (seq, org_id, recorded_at, event_type, subtype, outcome, agent_user_id, entry, leaf_hash)
-             VALUES {}",
-            crate::send::placeholders(recs.len(), 9, 1)
-        );
-        let mut entries = sqlx::query(sqlx::AssertSqlSafe(sql));
+        script.statement(|m| {
+            format!(
+                "INSERT INTO audit_log (seq, org_id, recorded_at, event_type, subtype, outcome, agent_user_id, entry, leaf_hash)
+                 VALUES {}",
+                m.rows(recs.len(), 9)
+            )
+        });
         let mut refs: Vec<(i64, Option<String>, String, String)> = Vec::new();
         for (rec, now) in recs {
             let seq = self.size + 1;
@@ -167,7 +174,7 @@ impl Appender {
                 .map_err(|_| StoreError::Corrupt("audit record"))?;
             let leaf = leaf_hash(entry.as_bytes());
             let org = rec.org_id.map(|o| o.to_string());
-            entries = entries
+            script
                 .bind(seq)
                 .bind(org.clone())
                 .bind(time)
@@ -185,30 +192,34 @@ impl Appender {
             self.last_time = time;
             self.frontier.push(leaf);
         }
-        entries.execute(&mut *conn).await?;
         if !refs.is_empty() {
-            let sql = format!(
-                "INSERT INTO audit_index (seq, org_id, kind, ref_id) VALUES {}",
-                crate::send::placeholders(refs.len(), 4, 1)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            script.statement(|m| {
+                format!(
+                    "INSERT INTO audit_index (seq, org_id, kind, ref_id) VALUES {}",
+                    m.rows(refs.len(), 4)
+                )
+            });
             for (seq, org, kind, id) in refs {
-                q = q.bind(seq).bind(org).bind(kind).bind(id);
+                script.bind(seq).bind(org).bind(kind).bind(id);
             }
-            q.execute(&mut *conn).await?;
         }
         Ok(())
     }
 
-    /// Writes the head back; call once, after the last append, before commit.
-    pub(crate) async fn finish(self, conn: &mut AnyConnection) -> StoreResult<()> {
-        sqlx::query("UPDATE audit_head SET size = $1, last_time = $2, frontier = $3 WHERE id = 1")
+    /// Queues the head's write; call once, after the last append, before commit.
+    pub(crate) fn finish(self, script: &mut Script) {
+        script
+            .statement(|m| {
+                format!(
+                    "UPDATE audit_head SET size = {}, last_time = {}, frontier = {} WHERE id = 1",
+                    m.next(),
+                    m.next(),
+                    m.next()
+                )
+            })
             .bind(self.size)
             .bind(self.last_time)
-            .bind(self.frontier.nodes().concat())
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+            .bind(self.frontier.nodes().concat());
     }
 }
 

@@ -3,7 +3,9 @@
 //! sends are not committed one by one: they queue to one writer task, which runs every send
 //! waiting at that moment in one transaction, with one audit head read and write, and commits
 //! once. Each sender is answered only after that commit, so nothing is acknowledged before it
-//! is durable.
+//! is durable. While sends keep arriving the writer keeps the write connection and runs batch
+//! after batch on it (for at most `HOLD_FOR`, so other writers still get their turn): each
+//! return to the pool would cost two wake-ups per batch.
 //!
 //! A batch has no savepoints (each would be two more round trips per send). If any send in it
 //! fails, or the batch cannot begin, the whole batch is rolled back and every send in it is run
@@ -12,7 +14,9 @@
 //! error; a client's retry with the same idempotency key is safe either way.
 
 use haven_domain::audit::AuditRecord;
-use sqlx::AnyPool;
+use std::time::{Duration, Instant};
+
+use sqlx::{AnyConnection, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::messages::{NewMessage, Sent};
@@ -21,6 +25,9 @@ use crate::{StoreError, StoreResult};
 
 /// The most sends committed together; bounds the time a batch holds the writer.
 const MAX_BATCH: usize = 128;
+
+/// The longest the writer keeps the write connection across consecutive batches.
+const HOLD_FOR: Duration = Duration::from_millis(10);
 
 struct Job {
     message: NewMessage,
@@ -58,20 +65,57 @@ fn stopped() -> StoreError {
 async fn writer(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
-        metrics::histogram!("haven_store_group_commit_batch_size").record(batch.len() as f64);
-        let rerun = if batch.len() == 1 { batch } else { run_batch(&pool, batch).await };
-        for job in rerun {
-            // Alone, so each gets its own outcome.
-            let _ = job.reply.send(send_alone(&pool, &job.message, &job.audit).await);
+        let mut conn = match pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(StoreError::Database(again(&e))));
+                }
+                continue;
+            }
+        };
+        // The connection is kept while batches follow one another (returning it to the pool
+        // and taking it back costs a check and two wake-ups per batch), but not for longer
+        // than HOLD_FOR, so other writes still get their turn under a steady stream of sends.
+        let held = Instant::now();
+        loop {
+            let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
+            metrics::histogram!("haven_store_group_commit_batch_size").record(batch.len() as f64);
+            let rerun = if batch.len() == 1 { batch } else { run_batch(&mut conn, batch).await };
+            let mut failed = false;
+            for job in rerun {
+                // Alone, so each gets its own outcome.
+                let sent = send_alone(&mut conn, &job.message, &job.audit).await;
+                failed |= sent.is_err();
+                let _ = job.reply.send(sent);
+            }
+            if failed || held.elapsed() >= HOLD_FOR {
+                break;
+            }
+            while jobs.len() < MAX_BATCH {
+                let Ok(job) = rx.try_recv() else { break };
+                jobs.push(job);
+            }
+            if jobs.is_empty() {
+                break;
+            }
         }
+    }
+}
+
+/// The same failure again (sqlx errors cannot be cloned), for every job that met it.
+fn again(e: &sqlx::Error) -> sqlx::Error {
+    match e {
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        other => sqlx::Error::Protocol(other.to_string()),
     }
 }
 
 /// Runs the batch in one transaction and answers every job after the commit. Returns the jobs,
 /// unanswered and with nothing written, when the batch has to be rerun one send at a time.
-async fn run_batch(pool: &AnyPool, batch: Vec<Job>) -> Vec<Job> {
-    let Ok(mut tx) = pool.begin().await else { return batch };
+async fn run_batch(conn: &mut AnyConnection, batch: Vec<Job>) -> Vec<Job> {
+    let Ok(mut tx) = conn.begin().await else { return batch };
     let jobs: Vec<(&NewMessage, &AuditRecord)> = batch.iter().map(|j| (&j.message, &j.audit)).collect();
     let Ok(results) = send_batch(&mut tx, &jobs).await else {
         let _ = tx.rollback().await;

@@ -127,39 +127,44 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<Vec<(UserId, SessionId)>> {
-        self.audited(audit_rec, now, async |c| {
-            let done = sqlx::query(
-                "UPDATE organizations SET mfa_required = $1, inactivity_timeout_seconds = $2,
-                 session_lifetime_seconds = $3, max_attachment_bytes = $4, attachment_kinds = $5
-                 WHERE id = $6",
-            )
-            .bind(flag(policy.mfa_required))
-            .bind(i64::from(policy.inactivity_timeout_seconds))
-            .bind(i64::from(policy.session_lifetime_seconds))
-            .bind(attachment_bytes(policy))
-            .bind(policy.attachment_kinds.to_storage())
-            .bind(id.to_string())
-            .execute(&mut *c)
-            .await?;
-            touched(done)?;
-            if !policy.mfa_required {
-                return Ok(Vec::new());
-            }
-            // Requiring MFA ends the single-factor sessions of users without an authenticator
-            // at once: they sign in again and enrol.
-            let rows = sqlx::query(
-                "UPDATE sessions SET ended_at = $1, end_reason = 'mfa_now_required'
-                 WHERE org_id = $2 AND ended_at IS NULL AND state = 'active'
-                   AND user_id IN (SELECT id FROM users WHERE org_id = $2 AND totp_sealed IS NULL)
-                 RETURNING user_id, id",
-            )
-            .bind(ms(now))
-            .bind(id.to_string())
-            .fetch_all(&mut *c)
-            .await?;
-            rows.iter()
-                .map(|r| Ok((rows::id(&get::<String>(r, "user_id")?)?, rows::id(&get::<String>(r, "id")?)?)))
-                .collect()
+        self.auth_write(async {
+            self.audited(audit_rec, now, async |c| {
+                let done = sqlx::query(
+                    "UPDATE organizations SET mfa_required = $1, inactivity_timeout_seconds = $2,
+                     session_lifetime_seconds = $3, max_attachment_bytes = $4, attachment_kinds = $5
+                     WHERE id = $6",
+                )
+                .bind(flag(policy.mfa_required))
+                .bind(i64::from(policy.inactivity_timeout_seconds))
+                .bind(i64::from(policy.session_lifetime_seconds))
+                .bind(attachment_bytes(policy))
+                .bind(policy.attachment_kinds.to_storage())
+                .bind(id.to_string())
+                .execute(&mut *c)
+                .await?;
+                touched(done)?;
+                if !policy.mfa_required {
+                    return Ok(Vec::new());
+                }
+                // Requiring MFA ends the single-factor sessions of users without an authenticator
+                // at once: they sign in again and enrol.
+                let rows = sqlx::query(
+                    "UPDATE sessions SET ended_at = $1, end_reason = 'mfa_now_required'
+                     WHERE org_id = $2 AND ended_at IS NULL AND state = 'active'
+                       AND user_id IN (SELECT id FROM users WHERE org_id = $2 AND totp_sealed IS NULL)
+                     RETURNING user_id, id",
+                )
+                .bind(ms(now))
+                .bind(id.to_string())
+                .fetch_all(&mut *c)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok((rows::id(&get::<String>(r, "user_id")?)?, rows::id(&get::<String>(r, "id")?)?))
+                    })
+                    .collect()
+            })
+            .await
         })
         .await
     }
@@ -294,9 +299,12 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.audited(audit_rec, now, async |c| {
-            update_user(c, org, id, "roles = $3, updated_at = $4", |q| {
-                q.bind(roles.to_storage()).bind(ms(now))
+        self.auth_write(async {
+            self.audited(audit_rec, now, async |c| {
+                update_user(c, org, id, "roles = $3, updated_at = $4", |q| {
+                    q.bind(roles.to_storage()).bind(ms(now))
+                })
+                .await
             })
             .await
         })
@@ -311,10 +319,14 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.audited(audit_rec, now, async |c| {
-            update_user(c, org, id, "status = 'deactivated', updated_at = $3", |q| q.bind(ms(now))).await?;
-            crate::sessions::end_all(c, id, None, "user_deactivated", now).await?;
-            Ok(())
+        self.auth_write(async {
+            self.audited(audit_rec, now, async |c| {
+                update_user(c, org, id, "status = 'deactivated', updated_at = $3", |q| q.bind(ms(now)))
+                    .await?;
+                crate::sessions::end_all(c, id, None, "user_deactivated", now).await?;
+                Ok(())
+            })
+            .await
         })
         .await
     }
@@ -328,21 +340,24 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.audited(audit_rec, now, async |c| {
-            update_user(
-                c,
-                org,
-                id,
-                "totp_sealed = NULL, totp_pending_sealed = NULL, totp_last_step = NULL, updated_at = $3",
-                |q| q.bind(ms(now)),
-            )
-            .await?;
-            sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
-                .bind(id.to_string())
-                .execute(&mut *c)
+        self.auth_write(async {
+            self.audited(audit_rec, now, async |c| {
+                update_user(
+                    c,
+                    org,
+                    id,
+                    "totp_sealed = NULL, totp_pending_sealed = NULL, totp_last_step = NULL, updated_at = $3",
+                    |q| q.bind(ms(now)),
+                )
                 .await?;
-            crate::sessions::end_all(c, id, None, "mfa_reset", now).await?;
-            Ok(())
+                sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *c)
+                    .await?;
+                crate::sessions::end_all(c, id, None, "mfa_reset", now).await?;
+                Ok(())
+            })
+            .await
         })
         .await
     }
@@ -357,13 +372,16 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.audited(audit_rec, now, async |c| {
-            update_user(c, org, id, "password_hash = $3, updated_at = $4", |q| {
-                q.bind(password_hash).bind(ms(now))
+        self.auth_write(async {
+            self.audited(audit_rec, now, async |c| {
+                update_user(c, org, id, "password_hash = $3, updated_at = $4", |q| {
+                    q.bind(password_hash).bind(ms(now))
+                })
+                .await?;
+                crate::sessions::end_all(c, id, keep, "password_changed", now).await?;
+                Ok(())
             })
-            .await?;
-            crate::sessions::end_all(c, id, keep, "password_changed", now).await?;
-            Ok(())
+            .await
         })
         .await
     }
@@ -377,19 +395,22 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.audited(audit_rec, now, async |c| {
-            let enrolled: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM users WHERE id = $1 AND org_id = $2 AND totp_sealed IS NOT NULL",
-            )
-            .bind(id.to_string())
-            .bind(org.to_string())
-            .fetch_one(&mut *c)
-            .await?;
-            if enrolled > 0 {
-                return Err(StoreError::Conflict("mfa_already_enrolled"));
-            }
-            update_user(c, org, id, "totp_pending_sealed = $3, updated_at = $4", |q| {
-                q.bind(sealed.to_vec()).bind(ms(now))
+        self.auth_write(async {
+            self.audited(audit_rec, now, async |c| {
+                let enrolled: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM users WHERE id = $1 AND org_id = $2 AND totp_sealed IS NOT NULL",
+                )
+                .bind(id.to_string())
+                .bind(org.to_string())
+                .fetch_one(&mut *c)
+                .await?;
+                if enrolled > 0 {
+                    return Err(StoreError::Conflict("mfa_already_enrolled"));
+                }
+                update_user(c, org, id, "totp_pending_sealed = $3, updated_at = $4", |q| {
+                    q.bind(sealed.to_vec()).bind(ms(now))
+                })
+                .await
             })
             .await
         })
@@ -434,27 +455,30 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let r = self
-            .audited(audit_rec, now, async |c| {
-                let done = sqlx::query(
-                    "UPDATE users SET totp_sealed = $2, totp_pending_sealed = $3
-                     WHERE id = $1 AND totp_sealed IS NOT DISTINCT FROM $4 AND totp_pending_sealed IS NOT DISTINCT FROM $5",
-                )
-                .bind(old.user_id.to_string())
-                .bind(new.enrolled.clone())
-                .bind(new.pending.clone())
-                .bind(old.enrolled.clone())
-                .bind(old.pending.clone())
-                .execute(&mut *c)
-                .await?;
-                touched(done)
-            })
-            .await;
-        match r {
-            Ok(()) => Ok(true),
-            Err(StoreError::NotFound) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.auth_write(async {
+            let r = self
+                .audited(audit_rec, now, async |c| {
+                    let done = sqlx::query(
+                        "UPDATE users SET totp_sealed = $2, totp_pending_sealed = $3
+                         WHERE id = $1 AND totp_sealed IS NOT DISTINCT FROM $4 AND totp_pending_sealed IS NOT DISTINCT FROM $5",
+                    )
+                    .bind(old.user_id.to_string())
+                    .bind(new.enrolled.clone())
+                    .bind(new.pending.clone())
+                    .bind(old.enrolled.clone())
+                    .bind(old.pending.clone())
+                    .execute(&mut *c)
+                    .await?;
+                    touched(done)
+                })
+                .await;
+            match r {
+                Ok(()) => Ok(true),
+                Err(StoreError::NotFound) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 }
 

@@ -17,6 +17,7 @@ mod migrate;
 mod patient_thread;
 mod patients;
 mod rows;
+mod script;
 mod send;
 mod sessions;
 mod texting;
@@ -126,6 +127,32 @@ pub struct Store {
     /// Sends go through group commit (see `group.rs`).
     group: group::GroupCommit,
     backend: Backend,
+    /// Moves after every change to sessions, users, roles or organisation policies made
+    /// through this store (see [`Store::auth_epoch`]).
+    auth_epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Held by every clone; the SQLite checkpoint task ends when the last one is dropped.
+    _alive: std::sync::Arc<()>,
+}
+
+/// How often the WAL of a SQLite database is checkpointed into the main file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Copies committed WAL frames into the main database file on a read connection, so the
+/// writer never stops to do it (automatic checkpoints are off, see `connect`). PASSIVE never
+/// waits for readers or the writer; the writer restarts the WAL from its start once every
+/// frame has been copied, so the file stays small. Ends with the store or its pool.
+async fn checkpoints(pool: AnyPool, alive: std::sync::Weak<()>) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if alive.strong_count() == 0 || pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            tracing::warn!(error = %e, "WAL checkpoint failed; the next one will retry");
+        }
+    }
 }
 
 /// The SQLite URL of the default database file inside a data directory.
@@ -151,17 +178,22 @@ impl Store {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(opts.acquire_timeout)
+                // A SQLite connection is in this process and cannot be dropped by a peer, so
+                // the check before each use is only a hand-off to its thread (and back).
+                .test_before_acquire(backend != Backend::Sqlite)
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         if backend == Backend::Sqlite {
                             // WAL lets readers proceed during a write; synchronous=FULL makes
                             // every commit durable across power loss, not just process crashes.
                             // Statement journals (for multi-row inserts inside a transaction)
-                            // stay in memory: they are never needed after a crash.
+                            // stay in memory: they are never needed after a crash. No automatic
+                            // checkpoints: the commit that crosses the threshold would run one
+                            // on the writer's path; `checkpoints` runs them beside it instead.
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                                  PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                                 PRAGMA temp_store = MEMORY;",
+                                 PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
                             )
                             .await?;
                         }
@@ -185,13 +217,32 @@ impl Store {
         // one writer per node loses no concurrency and saves a commit and a dozen round trips
         // per send.
         let group = group::GroupCommit::start(write.clone());
-        Ok(Self { read, write, group, backend })
+        let alive = std::sync::Arc::new(());
+        if backend == Backend::Sqlite {
+            tokio::spawn(checkpoints(read.clone(), std::sync::Arc::downgrade(&alive)));
+        }
+        Ok(Self { read, write, group, backend, auth_epoch: Default::default(), _alive: alive })
     }
 
     /// Applies pending migrations; returns how many were applied.
     pub async fn migrate(&self) -> StoreResult<usize> {
         let mut conn = self.write.acquire().await?;
         migrate::run(&mut conn, self.backend).await
+    }
+
+    /// A counter that moves after every change this store makes to sessions, users, roles or
+    /// organisation policies (never backwards). A cache of sessions read at one value is
+    /// current while the counter still has it: read the counter *before* reading the session.
+    pub fn auth_epoch(&self) -> u64 {
+        self.auth_epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Runs a write to sessions, users, roles or policies, then moves the auth epoch (also when
+    /// it failed: a spurious move only costs a cache miss).
+    pub(crate) async fn auth_write<T>(&self, work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        let out = work.await;
+        self.auth_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        out
     }
 
     /// Which backend this is.

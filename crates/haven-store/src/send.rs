@@ -1,38 +1,33 @@
 //! Storing sent messages, one or many per transaction. A batch (from group commit, see
-//! `group.rs`) is written with a fixed number of statements whatever its size: one query for the
-//! members of every conversation in it, one for earlier uses of its idempotency keys, one
-//! sequence update per conversation, one multi-row insert each for events, messages, versions
-//! and audit entries, and one update of the senders' own receipts. On SQLite every statement is
-//! a hand-off to the connection's thread, and those hand-offs, not the SQL, are what a send
-//! costs; a single send takes the same path as a batch of one.
+//! `group.rs`) is written with a fixed number of round trips whatever its size: one query for
+//! the members of every conversation in it, one for earlier uses of its idempotency keys, one
+//! sequence update for all its conversations, then one [`Script`] of multi-row inserts for
+//! events, messages, versions and audit entries, the update of the senders' own receipts and
+//! the audit head's write. On SQLite every round trip is a hand-off to the connection's thread,
+//! and those hand-offs, not the SQL, are what a send costs, so the script goes as one; a single
+//! send takes the same path as a batch of one.
 
 use std::collections::HashMap;
 
 use haven_domain::audit::AuditRecord;
 use haven_domain::messaging::EventKind;
 use haven_domain::{ConversationId, MessageId, OrgId, UserId};
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::{AnyConnection, Connection};
 
 use crate::audit::Appender;
 use crate::conversations::StoredEvent;
 use crate::messages::{NewMessage, Sent, StoredMessage, message_event, message_in};
 use crate::rows::{get, id, ms, ts};
+use crate::script::Script;
 use crate::{StoreError, StoreResult, touched};
 
-/// `($first, ..), (..)`: placeholders for `rows` rows of `cols` values, numbered from `first`.
-pub(crate) fn placeholders(rows: usize, cols: usize, first: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let cells: Vec<String> = (0..cols).map(|c| format!("${}", first + r * cols + c)).collect();
-            format!("({})", cells.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// One send in its own transaction.
-pub(crate) async fn send_alone(pool: &AnyPool, m: &NewMessage, audit: &AuditRecord) -> StoreResult<Sent> {
-    let mut tx = pool.begin().await?;
+pub(crate) async fn send_alone(
+    c: &mut AnyConnection,
+    m: &NewMessage,
+    audit: &AuditRecord,
+) -> StoreResult<Sent> {
+    let mut tx = c.begin().await?;
     let sent = send_batch(&mut tx, &[(m, audit)]).await?.remove(0);
     tx.commit().await?;
     Ok(sent)
@@ -76,10 +71,14 @@ pub(crate) async fn send_batch(
         claim_attachments(c, batch[*i].0).await?;
     }
     let seqs = take_seqs(c, batch, &fresh).await?;
-    insert_rows(c, batch, &fresh, &seqs).await?;
+    let mut script = Script::for_connection(c);
+    insert_rows(&mut script, batch, &fresh, &seqs);
     let recs: Vec<_> = fresh.iter().map(|i| (batch[*i].1, batch[*i].0.now)).collect();
-    log.append_many(c, &recs).await?;
-    log.finish(c).await?;
+    log.append_many(&mut script, &recs)?;
+    log.finish(&mut script);
+    // The only unique key a fresh send can collide on: event and audit sequence numbers were
+    // taken under row locks above.
+    script.run_or_conflict(c, "idempotency_key").await?;
 
     let mut out: Vec<Option<Sent>> = vec![None; batch.len()];
     for (i, seq) in fresh.iter().zip(&seqs) {
@@ -255,25 +254,22 @@ async fn take_seqs(
         .collect())
 }
 
-/// The event, message and version rows of the fresh sends, and the senders' own receipts.
-async fn insert_rows(
-    c: &mut AnyConnection,
-    batch: &[(&NewMessage, &AuditRecord)],
-    fresh: &[usize],
-    seqs: &[i64],
-) -> StoreResult<()> {
+/// Queues the event, message and version rows of the fresh sends, and the senders' own
+/// receipts.
+fn insert_rows(script: &mut Script, batch: &[(&NewMessage, &AuditRecord)], fresh: &[usize], seqs: &[i64]) {
     if fresh.is_empty() {
-        return Ok(());
+        return;
     }
     let rows: Vec<(&NewMessage, i64)> = fresh.iter().map(|i| batch[*i].0).zip(seqs.iter().copied()).collect();
-    let sql = format!(
-        "INSERT INTO conversation_events (conversation_id, seq, org_id, kind, actor_id, message_id,
-         subject_id, priority, created_at) VALUES {}",
-        placeholders(rows.len(), 9, 1)
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    script.statement(|p| {
+        format!(
+            "INSERT INTO conversation_events (conversation_id, seq, org_id, kind, actor_id, message_id,
+             subject_id, priority, created_at) VALUES {}",
+            p.rows(rows.len(), 9)
+        )
+    });
     for (m, seq) in &rows {
-        q = q
+        script
             .bind(m.conversation_id.to_string())
             .bind(*seq)
             .bind(m.org_id.to_string())
@@ -284,17 +280,17 @@ async fn insert_rows(
             .bind(m.priority.as_str())
             .bind(ms(m.now));
     }
-    q.execute(&mut *c).await?;
 
-    let sql = format!(
-        "INSERT INTO messages (id, conversation_id, org_id, seq, sender_id, idempotency_key, priority,
-         content_type, version, data_key, attachments, expires_at, created_at) VALUES {}",
-        placeholders(rows.len(), 13, 1)
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    script.statement(|p| {
+        format!(
+            "INSERT INTO messages (id, conversation_id, org_id, seq, sender_id, idempotency_key, priority,
+             content_type, version, data_key, attachments, expires_at, created_at) VALUES {}",
+            p.rows(rows.len(), 13)
+        )
+    });
     for (m, seq) in &rows {
         let attachments: Vec<String> = m.attachments.iter().map(|a| a.to_string()).collect();
-        q = q
+        script
             .bind(m.id.to_string())
             .bind(m.conversation_id.to_string())
             .bind(m.org_id.to_string())
@@ -309,17 +305,16 @@ async fn insert_rows(
             .bind(m.expires_at.map(ms))
             .bind(ms(m.now));
     }
-    q.execute(&mut *c).await.map_err(crate::rows::conflict("idempotency_key"))?;
 
-    let sql = format!(
-        "INSERT INTO message_versions (message_id, version, body_sealed, created_at) VALUES {}",
-        placeholders(rows.len(), 4, 1)
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    script.statement(|p| {
+        format!(
+            "INSERT INTO message_versions (message_id, version, body_sealed, created_at) VALUES {}",
+            p.rows(rows.len(), 4)
+        )
+    });
     for (m, _) in &rows {
-        q = q.bind(m.id.to_string()).bind(1_i64).bind(m.body_sealed.clone()).bind(ms(m.now));
+        script.bind(m.id.to_string()).bind(1_i64).bind(m.body_sealed.clone()).bind(ms(m.now));
     }
-    q.execute(&mut *c).await?;
 
     // The sender has delivered and read up to their own message: the newest per sender.
     let mut own: Vec<(ConversationId, UserId, i64)> = Vec::new();
@@ -330,18 +325,17 @@ async fn insert_rows(
         }
     }
     // VALUES columns are named column1.. on both databases.
-    let sql = format!(
-        "UPDATE conversation_members SET delivered_seq = v.column3, read_seq = v.column3
-         FROM (VALUES {}) AS v
-         WHERE conversation_members.conversation_id = v.column1 AND conversation_members.user_id = v.column2",
-        placeholders(own.len(), 3, 1)
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    script.statement(|p| {
+        format!(
+            "UPDATE conversation_members SET delivered_seq = v.column3, read_seq = v.column3
+             FROM (VALUES {}) AS v
+             WHERE conversation_members.conversation_id = v.column1 AND conversation_members.user_id = v.column2",
+            p.rows(own.len(), 3)
+        )
+    });
     for (conv, user, seq) in own {
-        q = q.bind(conv.to_string()).bind(user.to_string()).bind(seq);
+        script.bind(conv.to_string()).bind(user.to_string()).bind(seq);
     }
-    q.execute(&mut *c).await?;
-    Ok(())
 }
 
 /// The event of a fresh send, as it reads back (times at the stored millisecond precision).

@@ -239,17 +239,20 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.audited(audit_rec, now, async |c| {
-            let done = sqlx::query(
-                "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND user_id = $4 AND ended_at IS NULL",
-            )
-            .bind(ms(now))
-            .bind(reason)
-            .bind(id.to_string())
-            .bind(user.to_string())
-            .execute(&mut *c)
-            .await?;
-            crate::touched(done)
+        self.auth_write(async {
+            self.audited(audit_rec, now, async |c| {
+                let done = sqlx::query(
+                    "UPDATE sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND user_id = $4 AND ended_at IS NULL",
+                )
+                .bind(ms(now))
+                .bind(reason)
+                .bind(id.to_string())
+                .bind(user.to_string())
+                .execute(&mut *c)
+                .await?;
+                crate::touched(done)
+            })
+            .await
         })
         .await
     }
@@ -272,13 +275,16 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut tx = self.write.begin().await?;
-        if !end_one(&mut tx, id, reason, now).await? {
-            return Ok(false);
-        }
-        audit::append(&mut tx, audit_rec, now).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.auth_write(async {
+            let mut tx = self.write.begin().await?;
+            if !end_one(&mut tx, id, reason, now).await? {
+                return Ok(false);
+            }
+            audit::append(&mut tx, audit_rec, now).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Ends every session of a user of `org` ("sign out everywhere"); returns how many.
@@ -290,16 +296,20 @@ impl Store {
         audit_rec: &AuditRecord,
         now: Timestamp,
     ) -> StoreResult<u64> {
-        self.audited(audit_rec, now, async |c| {
-            let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = $1 AND org_id = $2")
-                .bind(user.to_string())
-                .bind(org.to_string())
-                .fetch_one(&mut *c)
-                .await?;
-            if exists == 0 {
-                return Err(StoreError::NotFound);
-            }
-            end_all(c, user, None, reason, now).await
+        self.auth_write(async {
+            self.audited(audit_rec, now, async |c| {
+                let exists: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = $1 AND org_id = $2")
+                        .bind(user.to_string())
+                        .bind(org.to_string())
+                        .fetch_one(&mut *c)
+                        .await?;
+                if exists == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                end_all(c, user, None, reason, now).await
+            })
+            .await
         })
         .await
     }
@@ -314,67 +324,70 @@ impl Store {
         new: &NewSession,
         audit_rec: &AuditRecord,
     ) -> StoreResult<bool> {
-        let now = new.created_at;
-        let user = new.user_id.to_string();
-        let mut tx = self.write.begin().await?;
-        let spent = match proof {
-            MfaProof::TotpStep(step) => sqlx::query(
-                "UPDATE users SET totp_last_step = $1
-                 WHERE id = $2 AND totp_sealed IS NOT NULL
-                   AND (totp_last_step IS NULL OR totp_last_step < $1)",
-            )
-            .bind(*step)
-            .bind(&user)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-            MfaProof::RecoveryCode(digest) => sqlx::query(
-                "UPDATE recovery_codes SET used_at = $1
-                 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
-            )
-            .bind(ms(now))
-            .bind(&user)
-            .bind(digest)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-            MfaProof::Enrolment { step, recovery_digests } => {
-                let n = sqlx::query(
-                    "UPDATE users SET totp_sealed = totp_pending_sealed, totp_pending_sealed = NULL,
-                     totp_last_step = $1, updated_at = $2
-                     WHERE id = $3 AND totp_pending_sealed IS NOT NULL AND totp_sealed IS NULL",
+        self.auth_write(async {
+            let now = new.created_at;
+            let user = new.user_id.to_string();
+            let mut tx = self.write.begin().await?;
+            let spent = match proof {
+                MfaProof::TotpStep(step) => sqlx::query(
+                    "UPDATE users SET totp_last_step = $1
+                     WHERE id = $2 AND totp_sealed IS NOT NULL
+                       AND (totp_last_step IS NULL OR totp_last_step < $1)",
                 )
                 .bind(*step)
-                .bind(ms(now))
                 .bind(&user)
                 .execute(&mut *tx)
                 .await?
-                .rows_affected();
-                sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                .rows_affected(),
+                MfaProof::RecoveryCode(digest) => sqlx::query(
+                    "UPDATE recovery_codes SET used_at = $1
+                     WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+                )
+                .bind(ms(now))
+                .bind(&user)
+                .bind(digest)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+                MfaProof::Enrolment { step, recovery_digests } => {
+                    let n = sqlx::query(
+                        "UPDATE users SET totp_sealed = totp_pending_sealed, totp_pending_sealed = NULL,
+                         totp_last_step = $1, updated_at = $2
+                         WHERE id = $3 AND totp_pending_sealed IS NOT NULL AND totp_sealed IS NULL",
+                    )
+                    .bind(*step)
+                    .bind(ms(now))
                     .bind(&user)
                     .execute(&mut *tx)
-                    .await?;
-                for d in recovery_digests {
-                    sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
+                    .await?
+                    .rows_affected();
+                    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
                         .bind(&user)
-                        .bind(d)
                         .execute(&mut *tx)
                         .await?;
+                    for d in recovery_digests {
+                        sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
+                            .bind(&user)
+                            .bind(d)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    n
                 }
-                n
+            };
+            if spent != 1 || !end_one(&mut tx, old, "mfa_completed", now).await? {
+                tx.rollback().await?;
+                return Ok(false);
             }
-        };
-        if spent != 1 || !end_one(&mut tx, old, "mfa_completed", now).await? {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        insert(&mut tx, new).await?;
-        if matches!(proof, MfaProof::Enrolment { .. }) {
-            // Sessions opened before the authenticator existed were single-factor: end them.
-            end_all(&mut tx, new.user_id, Some(new.id), "mfa_enrolled", now).await?;
-        }
-        audit::append(&mut tx, audit_rec, now).await?;
-        tx.commit().await?;
-        Ok(true)
+            insert(&mut tx, new).await?;
+            if matches!(proof, MfaProof::Enrolment { .. }) {
+                // Sessions opened before the authenticator existed were single-factor: end them.
+                end_all(&mut tx, new.user_id, Some(new.id), "mfa_enrolled", now).await?;
+            }
+            audit::append(&mut tx, audit_rec, now).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 }
