@@ -4,8 +4,10 @@
 //! rate. Measures accepted messages per second, send latency, and end-to-end delivery latency
 //! (send start to arrival on each other member's socket).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -44,10 +46,13 @@ pub struct ChatResult {
     pub delivery_us: Vec<u64>,
     /// Deliveries expected but not seen at the end.
     pub missing: usize,
+    /// The server's work per accepted message during the load (see `server::Work::per`).
+    pub server_per_message: Value,
+    /// What the server's group-commit writer did during the load (batches, sizes, times).
+    pub writer: Value,
+    /// This tool's own CPU time per accepted message during the load, microseconds.
+    pub tool_cpu_us_per_message: f64,
 }
-
-/// Arrivals: (idempotency key, recipient index) -> arrival time.
-type Arrivals = Arc<Mutex<HashMap<(String, usize), Instant>>>;
 
 pub(crate) async fn post(
     http: &reqwest::Client,
@@ -101,27 +106,91 @@ where
     }
 }
 
-/// Opens a socket for `token` and resumes with no backfill; frames go to `on_event`.
-pub async fn open_socket(
+/// A frame as far as the tool reads it: borrowed from the text, nothing else parsed or copied
+/// (the tool shares the machine with the server, so its own cost per delivery matters).
+#[derive(serde::Deserialize)]
+struct Frame<'a> {
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    #[serde(borrow)]
+    event: Option<FrameEvent<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct FrameEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    message: Option<FrameMessage<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct FrameMessage<'a> {
+    #[serde(borrow)]
+    body: Option<Cow<'a, str>>,
+}
+
+/// The body of a message event frame, if `text` is one.
+fn message_body(text: &str) -> Option<String> {
+    let f: Frame = serde_json::from_str(text).ok()?;
+    let ev = f.event.filter(|_| f.op == "event")?;
+    if ev.kind != "message" {
+        return None;
+    }
+    Some(ev.message?.body?.into_owned())
+}
+
+/// Opens a socket for `token`, resumes with no backfill, and records the body and arrival time
+/// of every message event until `stop` changes; returns what it recorded.
+async fn open_socket(
     base: &str,
     token: &str,
-    on_event: impl Fn(&Value) + Send + 'static,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    seen: Arc<AtomicUsize>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<Vec<(String, Instant)>>> {
     let mut req = format!("{}/api/v1/ws", base.replace("http://", "ws://")).into_client_request()?;
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
     resume_live(&mut ws).await?;
     Ok(tokio::spawn(async move {
-        while let Some(Ok(msg)) = ws.next().await {
+        let mut arrived = Vec::new();
+        loop {
+            let msg = tokio::select! {
+                msg = ws.next() => msg,
+                _ = stop.changed() => break,
+            };
+            let Some(Ok(msg)) = msg else { break };
             if let Message::Text(t) = msg
-                && let Ok(v) = serde_json::from_str::<Value>(&t)
-                && v["op"] == "event"
+                && let Some(body) = message_body(&t)
             {
-                on_event(&v["event"]);
+                arrived.push((body, Instant::now()));
+                seen.fetch_add(1, Ordering::Relaxed);
             }
         }
+        arrived
     }))
 }
+
+/// Posts one message; only the status of the answer is read.
+async fn send(http: &reqwest::Client, url: &str, token: &str, key: &str) -> anyhow::Result<()> {
+    let body = format!(r#"{{"idempotency_key":"{key}","body":"{key}"}}"#);
+    let resp = http
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = resp.status();
+    let answer = resp.bytes().await?;
+    if !status.is_success() {
+        bail!("{status}: {}", String::from_utf8_lossy(&answer));
+    }
+    Ok(())
+}
+
+/// What one sender did: (key, send start, send latency in µs when accepted).
+type Sends = Vec<(String, Instant, Option<u64>)>;
 
 /// Runs the scenario against `base` with signed-in `users` (id, token).
 pub async fn run(
@@ -142,31 +211,16 @@ pub async fn run(
         let v = post(&http, format!("{base}/api/v1/conversations"), Some(&users[m[0]].1), &body).await?;
         convs.push(v["id"].as_str().context("no conversation id")?.to_owned());
     }
-    let starts: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let arrivals: Arrivals = Arc::default();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut sockets = Vec::new();
-    for (i, (_, token)) in users.iter().enumerate() {
-        let arrivals = arrivals.clone();
-        sockets.push(
-            open_socket(base, token, move |ev| {
-                if ev["type"] == "message"
-                    && let Some(body) = ev["message"]["body"].as_str()
-                {
-                    arrivals
-                        .lock()
-                        .expect("arrivals")
-                        .entry((body.to_owned(), i))
-                        .or_insert_with(Instant::now);
-                }
-            })
-            .await?,
-        );
+    for (_, token) in users {
+        sockets.push(open_socket(base, token, seen.clone(), stopped.clone()).await?);
     }
     // Senders: the first S members of each conversation; messages split evenly.
     let total_senders = p.conversations * p.senders;
     let per_sender = p.messages.div_ceil(total_senders);
     let interval = p.rate.map(|r| Duration::from_secs_f64(total_senders as f64 / r));
-    let result = Arc::new(Mutex::new(ChatResult::default()));
     let began = Instant::now();
     let mut tasks = Vec::new();
     let mut remaining = p.messages;
@@ -174,69 +228,62 @@ pub async fn run(
         for s in 0..p.senders {
             let n = per_sender.min(remaining);
             remaining -= n;
-            let (http, base, conv) = (http.clone(), base.to_owned(), conv.clone());
+            let http = http.clone();
+            let url = format!("{base}/api/v1/conversations/{conv}/messages");
             let token = users[members[c][s]].1.clone();
-            let (starts, result, progress) = (starts.clone(), result.clone(), progress.clone());
+            let progress = progress.clone();
             tasks.push(tokio::spawn(async move {
                 let mut tick = interval.map(tokio::time::interval);
+                let mut sends: Sends = Vec::with_capacity(n);
                 for i in 0..n {
                     if let Some(t) = tick.as_mut() {
                         t.tick().await;
                     }
                     let key = format!("c{c}s{s}m{i}");
                     let t0 = Instant::now();
-                    starts.lock().expect("starts").insert(key.clone(), t0);
-                    let body = json!({"idempotency_key": key, "body": key});
-                    let ok = post(
-                        &http,
-                        format!("{base}/api/v1/conversations/{conv}/messages"),
-                        Some(&token),
-                        &body,
-                    )
-                    .await;
+                    let ok = send(&http, &url, &token, &key).await.is_ok();
                     let us = t0.elapsed().as_micros() as u64;
-                    let mut r = result.lock().expect("result");
-                    match ok {
-                        Ok(_) => {
-                            r.accepted += 1;
-                            r.send_us.push(us);
-                        }
-                        Err(_) => r.failed += 1,
-                    }
+                    sends.push((key, t0, ok.then_some(us)));
                     progress.inc(1);
                 }
+                sends
             }));
         }
     }
+    let mut sends: HashMap<String, (Instant, Option<u64>)> = HashMap::with_capacity(p.messages);
     for t in tasks {
-        t.await?;
+        sends.extend(t.await?.into_iter().map(|(key, t0, us)| (key, (t0, us))));
     }
     let seconds = began.elapsed().as_secs_f64();
-    // Let the last deliveries arrive.
-    let expected: usize = {
-        let r = result.lock().expect("result");
-        // Every member's socket receives each message, the sender's own included.
-        r.accepted * p.members
-    };
+    let mut r = ChatResult { seconds, ..Default::default() };
+    for (_, us) in sends.values() {
+        match us {
+            Some(us) => {
+                r.accepted += 1;
+                r.send_us.push(*us);
+            }
+            None => r.failed += 1,
+        }
+    }
+    // Let the last deliveries arrive: every member's socket receives each message, the
+    // sender's own included.
+    let expected = r.accepted * p.members;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while arrivals.lock().expect("arrivals").len() < expected && Instant::now() < deadline {
+    while seen.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for s in sockets {
-        s.abort();
+    let _ = stop.send(true);
+    let mut arrivals: HashMap<(String, usize), Instant> = HashMap::with_capacity(expected);
+    for (u, s) in sockets.into_iter().enumerate() {
+        for (body, at) in s.await? {
+            arrivals.entry((body, u)).or_insert(at);
+        }
     }
-    let mut r = Arc::try_unwrap(result)
-        .map_err(|_| anyhow::anyhow!("senders still running"))?
-        .into_inner()
-        .expect("result");
-    r.seconds = seconds;
-    let starts = starts.lock().expect("starts");
-    let arrivals = arrivals.lock().expect("arrivals");
     for (c, m) in members.iter().enumerate() {
         for s in 0..p.senders {
             for i in 0..per_sender {
                 let key = format!("c{c}s{s}m{i}");
-                let Some(t0) = starts.get(&key) else { continue };
+                let Some((t0, Some(_))) = sends.get(&key) else { continue };
                 for &u in m.iter().filter(|&&u| u != m[s]) {
                     match arrivals.get(&(key.clone(), u)) {
                         Some(t) => r.delivery_us.push(t.duration_since(*t0).as_micros() as u64),

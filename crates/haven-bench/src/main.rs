@@ -172,9 +172,62 @@ pub fn chat_load(
         rate: a.rate,
     };
     let bar = bar(a.messages as u64, "messages");
+    let before = (server.work(), writer_totals(ctx, server), server::own_cpu_seconds());
     let result = ctx.rt.block_on(chat::run(&server.base, users, &params, &bar));
     bar.finish_and_clear();
-    result.context("the chat load failed")
+    let mut result = result.context("the chat load failed")?;
+    result.server_per_message = server.work().per(&before.0, result.accepted);
+    result.tool_cpu_us_per_message =
+        (server::own_cpu_seconds() - before.2) * 1e6 / result.accepted.max(1) as f64;
+    let after = writer_totals(ctx, server);
+    let d = |i: usize| (after[i].0 - before.1[i].0, after[i].1 - before.1[i].1);
+    let ((sends, batches), (batch_s, _), (commit_s, commits)) = (d(0), d(1), d(2));
+    result.writer = json!({
+        "batches": batches,
+        "mean_batch_size": sends / batches.max(1.0),
+        "mean_batch_ms": batch_s * 1e3 / batches.max(1.0),
+        "mean_write_and_commit_ms": commit_s * 1e3 / commits.max(1.0),
+    });
+    Ok(result)
+}
+
+/// The group-commit writer's histograms (sum, count): batch sizes, batch times, and the times of
+/// each batch's last round trip (its writes and the commit).
+fn writer_totals(ctx: &Ctx, server: &server::Server) -> Vec<(f64, f64)> {
+    let text = ctx.rt.block_on(async {
+        let resp = reqwest::get(format!("{}/metrics", server.base)).await.ok()?;
+        resp.text().await.ok()
+    });
+    server::histograms(
+        &text.unwrap_or_default(),
+        &[
+            "haven_store_group_commit_batch_size",
+            "haven_store_group_commit_seconds",
+            "haven_store_group_commit_write_seconds",
+        ],
+    )
+}
+
+/// Prints what the group-commit writer did during the load.
+pub fn print_writer(w: &Value) {
+    println!(
+        "  writer: {:.0} batches, {:.1} sends each, {:.2} ms each, of which writes and commit {:.2} ms",
+        w["batches"].as_f64().unwrap_or(0.0),
+        w["mean_batch_size"].as_f64().unwrap_or(0.0),
+        w["mean_batch_ms"].as_f64().unwrap_or(0.0),
+        w["mean_write_and_commit_ms"].as_f64().unwrap_or(0.0),
+    );
+}
+
+/// Prints the server's work per message during the load.
+pub fn print_work(per: &Value, what: &str) {
+    println!(
+        "  server per {what}: CPU {:.0} µs, {:.1} write calls, {:.1} KiB written, {:.1} KiB to disk",
+        per["cpu_us"].as_f64().unwrap_or(0.0),
+        per["write_calls"].as_f64().unwrap_or(0.0),
+        per["bytes_written"].as_f64().unwrap_or(0.0) / 1024.0,
+        per["disk_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
+    );
 }
 
 /// Latency percentiles in milliseconds.
@@ -241,6 +294,9 @@ fn chat(ctx: &Ctx, a: &ChatArgs) -> anyhow::Result<()> {
         r.missing
     );
     println!("  server peak RSS {:.1} MiB, CPU {:.2} s", peak_rss_kib as f64 / 1024.0, cpu_seconds);
+    print_work(&r.server_per_message, "message");
+    println!("  this tool per message: CPU {:.0} µs", r.tool_cpu_us_per_message);
+    print_writer(&r.writer);
     report(
         "chat",
         ctx.backend(),
@@ -248,7 +304,9 @@ fn chat(ctx: &Ctx, a: &ChatArgs) -> anyhow::Result<()> {
         json!({"accepted": r.accepted, "failed": r.failed, "seconds": r.seconds,
                "messages_per_second": rate_done, "send_latency": send, "delivery_latency": delivery,
                "deliveries": r.delivery_us.len(), "missing": r.missing,
-               "server_peak_rss_kib": peak_rss_kib, "server_cpu_seconds": cpu_seconds}),
+               "server_peak_rss_kib": peak_rss_kib, "server_cpu_seconds": cpu_seconds,
+               "server_per_message": r.server_per_message, "writer": r.writer,
+               "tool_cpu_us_per_message": r.tool_cpu_us_per_message}),
     );
     if r.missing > 0 || r.failed > 0 {
         anyhow::bail!("{} deliveries missing, {} sends failed", r.missing, r.failed);

@@ -165,6 +165,22 @@ impl Server {
         (status_kib(pid, "VmHWM:"), cpu_seconds(pid))
     }
 
+    /// The work the server has done so far: CPU time and writes, for per-message figures that
+    /// hold still on a machine whose speed drifts.
+    pub fn work(&self) -> Work {
+        let pid = self.child.id();
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+        let field = |name: &str| {
+            io.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or(0)
+        };
+        Work {
+            cpu_seconds: cpu_seconds(pid),
+            write_calls: field("syscw:"),
+            bytes_written: field("wchar:"),
+            disk_bytes: field("write_bytes:"),
+        }
+    }
+
     /// Stops the server (SIGTERM: a clean shutdown).
     pub fn stop(self) {
         drop(self);
@@ -181,6 +197,41 @@ impl Drop for Server {
     }
 }
 
+/// Counters of the server's work (from /proc/PID/stat and /proc/PID/io).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Work {
+    /// User + system CPU time, seconds.
+    pub cpu_seconds: f64,
+    /// Write system calls (sockets and files).
+    pub write_calls: u64,
+    /// Bytes passed to write system calls (sockets and files).
+    pub bytes_written: u64,
+    /// Bytes sent to the storage layer (the disk, once written back).
+    pub disk_bytes: u64,
+}
+
+impl Work {
+    /// The work done between `earlier` and `self`, per unit of `n` things done.
+    pub fn per(&self, earlier: &Work, n: usize) -> serde_json::Value {
+        let n = n.max(1) as f64;
+        serde_json::json!({
+            "cpu_us": (self.cpu_seconds - earlier.cpu_seconds) * 1e6 / n,
+            "write_calls": self.write_calls.saturating_sub(earlier.write_calls) as f64 / n,
+            "bytes_written": self.bytes_written.saturating_sub(earlier.bytes_written) as f64 / n,
+            "disk_bytes": self.disk_bytes.saturating_sub(earlier.disk_bytes) as f64 / n,
+        })
+    }
+}
+
+/// Sum and count of each histogram named in `names` in a Prometheus text exposition (zeros for
+/// one not recorded yet).
+pub fn histograms(text: &str, names: &[&str]) -> Vec<(f64, f64)> {
+    let value = |name: String| {
+        text.lines().find_map(|l| l.strip_prefix(name.as_str())?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    names.iter().map(|n| (value(format!("{n}_sum ")), value(format!("{n}_count ")))).collect()
+}
+
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -188,6 +239,11 @@ fn status_kib(pid: u32, field: &str) -> u64 {
             s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// This tool's own CPU time so far (user + system), seconds.
+pub fn own_cpu_seconds() -> f64 {
+    cpu_seconds(std::process::id())
 }
 
 fn cpu_seconds(pid: u32) -> f64 {

@@ -126,6 +126,10 @@ pub(crate) async fn append_all<'a>(
     Ok(script.run(conn).await?)
 }
 
+/// Locks and reads the audit head (see [`Appender::load`]).
+const LOAD_HEAD: &str =
+    "UPDATE audit_head SET size = size WHERE id = 1 RETURNING 'head' AS part, size, last_time, frontier";
+
 /// Appends several records in one transaction: the head is read (and, on PostgreSQL, locked)
 /// once, each record is written with its leaf hash, and the head is written once at the end, so
 /// a batch of sends pays for the head twice, not twice per entry. The writes are queued on a
@@ -140,17 +144,24 @@ impl Appender {
     /// Reads the head inside the caller's transaction. The no-op UPDATE takes the head's row
     /// lock first, so concurrent writers queue here and what is read is the latest head.
     pub(crate) async fn load(conn: &mut AnyConnection) -> StoreResult<Self> {
-        let head =
-            sqlx::query("UPDATE audit_head SET size = size WHERE id = 1 RETURNING size, last_time, frontier")
-                .fetch_one(&mut *conn)
-                .await?;
-        let size: i64 = get(&head, "size")?;
-        let frontier = frontier_from(size, &get::<Vec<u8>>(&head, "frontier")?)?;
-        Ok(Self { size, last_time: get(&head, "last_time")?, frontier })
+        Self::from_row(&sqlx::query(LOAD_HEAD).fetch_one(&mut *conn).await?)
+    }
+
+    /// Queues [`Appender::load`]'s read on a script; its row is tagged `head` (see
+    /// [`Appender::from_row`]).
+    pub(crate) fn queue_load(script: &mut Script) {
+        script.statement(|_| LOAD_HEAD.to_owned());
+    }
+
+    /// The appender of a head row read by [`Appender::queue_load`].
+    pub(crate) fn from_row(head: &sqlx::any::AnyRow) -> StoreResult<Self> {
+        let size: i64 = get(head, "size")?;
+        let frontier = frontier_from(size, &get::<Vec<u8>>(head, "frontier")?)?;
+        Ok(Self { size, last_time: get(head, "last_time")?, frontier })
     }
 
     /// Queues the records as the next entries, in order (time never goes backwards in the
-    /// log): one insert for the entries and one for their search index.
+    /// log), as one insert. Their search index follows behind (see `audit_index.rs`).
     pub(crate) fn append_many(
         &mut self,
         script: &mut Script,
@@ -166,17 +177,15 @@ impl Appender {
                 m.rows(recs.len(), 9)
             )
         });
-        let mut refs: Vec<(i64, Option<String>, String, String)> = Vec::new();
         for (rec, now) in recs {
             let seq = self.size + 1;
             let time = ms(*now).max(self.last_time);
             let entry = serde_json::to_string(&CanonicalRef { seq, time, record: rec })
                 .map_err(|_| StoreError::Corrupt("audit record"))?;
             let leaf = leaf_hash(entry.as_bytes());
-            let org = rec.org_id.map(|o| o.to_string());
             script
                 .bind(seq)
-                .bind(org.clone())
+                .bind(rec.org_id.map(|o| o.to_string()))
                 .bind(time)
                 .bind(rec.event_type.clone())
                 .bind(rec.subtype.clone())
@@ -184,24 +193,9 @@ impl Appender {
                 .bind(rec.agent.user_id.map(|u| u.to_string()))
                 .bind(entry)
                 .bind(leaf.to_vec());
-            let agent = rec.agent.user_id.map(|u| ("agent".to_owned(), u.to_string()));
-            for (kind, id) in rec.entities.iter().map(|e| (e.kind.clone(), e.id.clone())).chain(agent) {
-                refs.push((seq, org.clone(), kind, id));
-            }
             self.size = seq;
             self.last_time = time;
             self.frontier.push(leaf);
-        }
-        if !refs.is_empty() {
-            script.statement(|m| {
-                format!(
-                    "INSERT INTO audit_index (seq, org_id, kind, ref_id) VALUES {}",
-                    m.rows(refs.len(), 4)
-                )
-            });
-            for (seq, org, kind, id) in refs {
-                script.bind(seq).bind(org).bind(kind).bind(id);
-            }
         }
         Ok(())
     }
@@ -277,6 +271,10 @@ impl Store {
             n
         };
         let mut binds: Vec<Bind> = vec![Bind::Text(org.to_string())];
+        if !q.refs.is_empty() {
+            // The index follows the log; bring it up to date so no entry is missed.
+            self.index_audit().await?;
+        }
         for (kind, id) in &q.refs {
             let (a, b, c) = (next(), next(), next());
             sql.push_str(&format!(
@@ -443,7 +441,12 @@ enum Bind {
 }
 
 fn stored(row: &sqlx::any::AnyRow) -> StoreResult<StoredAudit> {
-    let entry: String = get(row, "entry")?;
-    let c: Canonical = serde_json::from_str(&entry).map_err(|_| StoreError::Corrupt("audit entry"))?;
-    Ok(StoredAudit { seq: get(row, "seq")?, recorded_at: ts(get(row, "recorded_at")?)?, record: c.record })
+    let record = record_of(&get::<String>(row, "entry")?)?;
+    Ok(StoredAudit { seq: get(row, "seq")?, recorded_at: ts(get(row, "recorded_at")?)?, record })
+}
+
+/// The record a canonical entry holds.
+pub(crate) fn record_of(entry: &str) -> StoreResult<AuditRecord> {
+    let c: Canonical = serde_json::from_str(entry).map_err(|_| StoreError::Corrupt("audit entry"))?;
+    Ok(c.record)
 }

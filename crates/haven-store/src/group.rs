@@ -8,19 +8,19 @@
 //! return to the pool would cost two wake-ups per batch.
 //!
 //! A batch has no savepoints (each would be two more round trips per send). If any send in it
-//! fails, or the batch cannot begin, the whole batch is rolled back and every send in it is run
-//! again alone, so each gets its own outcome and one bad send never fails the others. If the
-//! commit itself fails, nothing of the batch is known to be durable and every sender gets the
-//! error; a client's retry with the same idempotency key is safe either way.
+//! fails, or the batch cannot begin or commit, the whole batch is rolled back and every send in
+//! it is run again alone, so each gets its own outcome (durable, or an error) and one bad send
+//! never fails the others. A client's retry with the same idempotency key is safe either way.
 
 use haven_domain::audit::AuditRecord;
 use std::time::{Duration, Instant};
 
-use sqlx::{AnyConnection, AnyPool, Connection};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::messages::{NewMessage, Sent};
-use crate::send::{send_alone, send_batch};
+use crate::send::send_batch;
 use crate::{StoreError, StoreResult};
 
 /// The most sends committed together; bounds the time a batch holds the writer.
@@ -42,10 +42,27 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer task on the current runtime. It ends when every handle is dropped.
-    pub(crate) fn start(pool: AnyPool) -> Self {
+    /// Starts the writer task. It ends when every handle is dropped. With `own_thread` it runs
+    /// on a thread of its own (see [`Self::start`]'s caller), otherwise on the current runtime.
+    pub(crate) fn start(pool: AnyPool, own_thread: bool) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(pool, rx));
+        let runtime =
+            own_thread.then(|| tokio::runtime::Builder::new_current_thread().enable_all().build()).and_then(
+                |rt| rt.map_err(|e| tracing::warn!(error = %e, "the writer runs on the shared runtime")).ok(),
+            );
+        match runtime {
+            Some(rt) => {
+                let spawned = std::thread::Builder::new()
+                    .name("haven-writer".into())
+                    .spawn(move || rt.block_on(writer(pool, rx)));
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "could not start the writer thread");
+                }
+            }
+            None => {
+                tokio::spawn(writer(pool, rx));
+            }
+        }
         Self { queue }
     }
 
@@ -81,14 +98,17 @@ async fn writer(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
         loop {
             let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
             metrics::histogram!("haven_store_group_commit_batch_size").record(batch.len() as f64);
+            let began = Instant::now();
             let rerun = if batch.len() == 1 { batch } else { run_batch(&mut conn, batch).await };
             let mut failed = false;
             for job in rerun {
                 // Alone, so each gets its own outcome.
-                let sent = send_alone(&mut conn, &job.message, &job.audit).await;
+                let sent =
+                    send_batch(&mut conn, &[(&job.message, &job.audit)]).await.map(|mut s| s.remove(0));
                 failed |= sent.is_err();
                 let _ = job.reply.send(sent);
             }
+            metrics::histogram!("haven_store_group_commit_seconds").record(began.elapsed().as_secs_f64());
             if failed || held.elapsed() >= HOLD_FOR {
                 break;
             }
@@ -113,28 +133,13 @@ fn again(e: &sqlx::Error) -> sqlx::Error {
 }
 
 /// Runs the batch in one transaction and answers every job after the commit. Returns the jobs,
-/// unanswered and with nothing written, when the batch has to be rerun one send at a time.
-async fn run_batch(conn: &mut AnyConnection, batch: Vec<Job>) -> Vec<Job> {
-    let Ok(mut tx) = conn.begin().await else { return batch };
+/// unanswered and with nothing written, when the batch has to be rerun one send at a time
+/// (one send was refused, or the commit failed).
+async fn run_batch(conn: &mut PoolConnection<Any>, batch: Vec<Job>) -> Vec<Job> {
     let jobs: Vec<(&NewMessage, &AuditRecord)> = batch.iter().map(|j| (&j.message, &j.audit)).collect();
-    let Ok(results) = send_batch(&mut tx, &jobs).await else {
-        let _ = tx.rollback().await;
-        return batch;
-    };
-    match tx.commit().await {
-        Ok(()) => {
-            for (job, sent) in batch.into_iter().zip(results) {
-                let _ = job.reply.send(Ok(sent));
-            }
-        }
-        Err(e) => {
-            let why = e.to_string();
-            for job in batch {
-                let _ = job.reply.send(Err(StoreError::Database(sqlx::Error::Protocol(format!(
-                    "the commit failed, nothing of this send is known to be stored: {why}"
-                )))));
-            }
-        }
+    let Ok(results) = send_batch(conn, &jobs).await else { return batch };
+    for (job, sent) in batch.into_iter().zip(results) {
+        let _ = job.reply.send(Ok(sent));
     }
     Vec::new()
 }

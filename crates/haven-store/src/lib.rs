@@ -7,6 +7,7 @@
 //! connection setup differ. The backend is chosen once, from the database URL.
 
 mod audit;
+mod audit_index;
 pub mod blob;
 mod conversations;
 mod group;
@@ -130,7 +131,8 @@ pub struct Store {
     /// Moves after every change to sessions, users, roles or organisation policies made
     /// through this store (see [`Store::auth_epoch`]).
     auth_epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// Held by every clone; the SQLite checkpoint task ends when the last one is dropped.
+    /// Held by every clone; the SQLite checkpoint task ends when the last one is dropped, the
+    /// audit indexer when only its own is left.
     _alive: std::sync::Arc<()>,
 }
 
@@ -168,6 +170,7 @@ impl Store {
     pub async fn open(url: &str, opts: &StoreOptions) -> StoreResult<Self> {
         let store = Self::connect(url, opts).await?;
         store.migrate().await?;
+        tokio::spawn(audit_index::indexer(store.clone()));
         Ok(store)
     }
 
@@ -219,7 +222,10 @@ impl Store {
         // On PostgreSQL too: every audited write queues on the audit head's row lock anyway, so
         // one writer per node loses no concurrency and saves a commit and a dozen round trips
         // per send.
-        let group = group::GroupCommit::start(write.clone());
+        // On SQLite every statement of a batch is a hand-off to the connection's thread and
+        // back, and each answer wakes the writer from outside the runtime, where a busy
+        // runtime's workers look only now and then: the writer gets a thread of its own.
+        let group = group::GroupCommit::start(write.clone(), backend == Backend::Sqlite);
         let alive = std::sync::Arc::new(());
         if backend == Backend::Sqlite {
             tokio::spawn(checkpoints(read.clone(), std::sync::Arc::downgrade(&alive)));

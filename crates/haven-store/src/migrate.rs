@@ -51,6 +51,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_texts_by_patient.sql"),
         postgres: include_str!("../migrations/postgres/0006_texts_by_patient.sql"),
     },
+    Migration {
+        version: 7,
+        name: "audit_index_behind",
+        sqlite: include_str!("../migrations/sqlite/0007_audit_index_behind.sql"),
+        postgres: include_str!("../migrations/postgres/0007_audit_index_behind.sql"),
+    },
 ];
 
 fn checksum(sql: &str) -> String {

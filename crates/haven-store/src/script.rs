@@ -6,7 +6,7 @@
 //! Either way the statements run in order on the caller's connection (inside its transaction),
 //! and the first failure stops the rest.
 
-use sqlx::any::AnyArguments;
+use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, AnyConnection, Arguments, Encode, Type};
 
 use crate::StoreResult;
@@ -89,6 +89,18 @@ impl Script {
             sqlx::query_with(sqlx::AssertSqlSafe(sql), args).execute(&mut *c).await?;
         }
         Ok(())
+    }
+
+    /// Runs the statements in order on `c` and returns the rows all of them return, in order.
+    pub(crate) async fn fetch_all(self, c: &mut AnyConnection) -> Result<Vec<AnyRow>, sqlx::Error> {
+        if let Some(e) = self.error {
+            return Err(sqlx::Error::Protocol(e));
+        }
+        let mut rows = Vec::new();
+        for (sql, args) in self.statements {
+            rows.extend(sqlx::query_with(sqlx::AssertSqlSafe(sql), args).fetch_all(&mut *c).await?);
+        }
+        Ok(rows)
     }
 
     /// [`Script::run`], with a unique violation reported as a conflict on `field`.

@@ -1,18 +1,23 @@
 //! Storing sent messages, one or many per transaction. A batch (from group commit, see
-//! `group.rs`) is written with a fixed number of round trips whatever its size: one query for
-//! the members of every conversation in it, one for earlier uses of its idempotency keys, one
-//! sequence update for all its conversations, then one [`Script`] of multi-row inserts for
-//! events, messages, versions and audit entries, the update of the senders' own receipts and
-//! the audit head's write. On SQLite every round trip is a hand-off to the connection's thread,
-//! and those hand-offs, not the SQL, are what a send costs, so the script goes as one; a single
-//! send takes the same path as a batch of one.
+//! `group.rs`) costs three round trips whatever its size: one [`Script`] that begins the
+//! transaction, locks and reads the audit head, and reads the members of every conversation in
+//! the batch and earlier uses of its idempotency keys; one sequence update for all its
+//! conversations; and one script of multi-row inserts for events, messages, versions and audit
+//! entries, the senders' own receipts, the audit head's write, and the commit. On SQLite every
+//! round trip is a hand-off to the connection's thread and back, and under load each one waits
+//! for a core, so those hand-offs, not the SQL, are what a batch costs; sqlx's own begin and
+//! commit are two more each (they wait for the caller to take their answer), which is why the
+//! transaction is begun and committed by the scripts instead. A single send takes the same path
+//! as a batch of one.
 
 use std::collections::HashMap;
 
 use haven_domain::audit::AuditRecord;
 use haven_domain::messaging::EventKind;
 use haven_domain::{ConversationId, MessageId, OrgId, UserId};
-use sqlx::{AnyConnection, Connection};
+use sqlx::any::AnyRow;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, Executor};
 
 use crate::audit::Appender;
 use crate::conversations::StoredEvent;
@@ -21,28 +26,58 @@ use crate::rows::{get, id, ms, ts};
 use crate::script::Script;
 use crate::{StoreError, StoreResult, touched};
 
-/// One send in its own transaction.
-pub(crate) async fn send_alone(
-    c: &mut AnyConnection,
-    m: &NewMessage,
-    audit: &AuditRecord,
-) -> StoreResult<Sent> {
-    let mut tx = c.begin().await?;
-    let sent = send_batch(&mut tx, &[(m, audit)]).await?.remove(0);
-    tx.commit().await?;
-    Ok(sent)
+/// Stores every send of `batch`, in order, in one transaction of its own on `c` (which must not
+/// be in one), appending their audit records (the audit head is read and locked once, and
+/// written once), and commits. Fails as a whole, with nothing written, if any send is refused:
+/// not a current member (NotFound), attachments not the sender's own unsent uploads to that
+/// conversation (Conflict "attachments"), or if the commit fails.
+pub(crate) async fn send_batch(
+    c: &mut PoolConnection<Any>,
+    batch: &[(&NewMessage, &AuditRecord)],
+) -> StoreResult<Vec<Sent>> {
+    match store_and_commit(c, batch).await {
+        Ok(sent) => Ok(sent),
+        Err(e) => {
+            abandon(c).await;
+            Err(e)
+        }
+    }
 }
 
-/// Stores every send of `batch`, in order, inside the caller's transaction, appending their
-/// audit records (the audit head is read and locked once, and written once). Fails as a whole (the caller rolls back) if any send is refused: not
-/// a current member (NotFound), attachments not the sender's own unsent uploads to that
-/// conversation (Conflict "attachments").
-pub(crate) async fn send_batch(
+/// Rolls back whatever of the transaction is open after a failure. A connection that cannot
+/// even do that is closed instead of going back to the pool in an unknown state.
+async fn abandon(c: &mut PoolConnection<Any>) {
+    if let Err(e) = c.execute("ROLLBACK").await {
+        // "No transaction is active" (SQLite) means the failure was BEGIN's, or the commit's
+        // and the database rolled back by itself: the connection is fine.
+        if !e.to_string().contains("no transaction") {
+            tracing::error!(error = %e, "could not roll back a failed send batch; closing its connection");
+            c.close_on_drop();
+        }
+    }
+}
+
+async fn store_and_commit(
     c: &mut AnyConnection,
     batch: &[(&NewMessage, &AuditRecord)],
 ) -> StoreResult<Vec<Sent>> {
-    let mut log = Appender::load(c).await?;
-    let members = current_members_of(c, batch).await?;
+    let mut read = Script::for_connection(c);
+    read.statement(|_| "BEGIN".to_owned());
+    Appender::queue_load(&mut read);
+    queue_current_members(&mut read, batch);
+    queue_earlier_keys(&mut read, batch);
+    let rows = read.fetch_all(c).await?;
+    let mut log = None;
+    let mut members: HashMap<ConversationId, (OrgId, Vec<UserId>)> = HashMap::new();
+    let mut earlier: HashMap<(ConversationId, UserId, String), MessageId> = HashMap::new();
+    for row in &rows {
+        match get::<String>(row, "part")?.as_str() {
+            "head" => log = Some(Appender::from_row(row)?),
+            "member" => member_row(&mut members, row)?,
+            _ => key_row(&mut earlier, row)?,
+        }
+    }
+    let mut log = log.ok_or(StoreError::Corrupt("audit head"))?;
     for (m, _) in batch {
         let ok = members
             .get(&m.conversation_id)
@@ -53,7 +88,6 @@ pub(crate) async fn send_batch(
     }
     // Which sends repeat an idempotency key: of a stored message, or of an earlier send in
     // this batch. A repeat stores nothing and answers with the first message.
-    let earlier = earlier_keys(c, batch).await?;
     let mut first_in_batch: HashMap<(ConversationId, UserId, &str), usize> = HashMap::new();
     let mut repeat_of: Vec<Option<Repeat>> = Vec::with_capacity(batch.len());
     for (i, (m, _)) in batch.iter().enumerate() {
@@ -76,9 +110,12 @@ pub(crate) async fn send_batch(
     let recs: Vec<_> = fresh.iter().map(|i| (batch[*i].1, batch[*i].0.now)).collect();
     log.append_many(&mut script, &recs)?;
     log.finish(&mut script);
+    script.statement(|_| "COMMIT".to_owned());
     // The only unique key a fresh send can collide on: event and audit sequence numbers were
     // taken under row locks above.
+    let writing = std::time::Instant::now();
     script.run_or_conflict(c, "idempotency_key").await?;
+    metrics::histogram!("haven_store_group_commit_write_seconds").record(writing.elapsed().as_secs_f64());
 
     let mut out: Vec<Option<Sent>> = vec![None; batch.len()];
     for (i, seq) in fresh.iter().zip(&seqs) {
@@ -93,6 +130,7 @@ pub(crate) async fn send_batch(
                 out[j].as_ref().map(|s| s.event.clone()).ok_or(StoreError::NotFound)?
             }
             Some(Repeat::Stored(msg)) => {
+                // Committed already; the first message is read as it now stands.
                 let m = batch[i].0;
                 let first = message_in(c, m.org_id, m.conversation_id, msg).await?;
                 let (seq, at) = (first.seq, first.created_at);
@@ -110,72 +148,74 @@ enum Repeat {
     InBatch(usize),
 }
 
-/// The organisation and current members (in id order) of every conversation of the batch.
-async fn current_members_of(
-    c: &mut AnyConnection,
-    batch: &[(&NewMessage, &AuditRecord)],
-) -> StoreResult<HashMap<ConversationId, (OrgId, Vec<UserId>)>> {
+/// Queues the read of the organisation and current members (in id order) of every
+/// conversation of the batch, one row per conversation (rows are handed over one at a time, and
+/// a hundred of them cost more than the rest of the read); its rows are tagged `member`.
+fn queue_current_members(script: &mut Script, batch: &[(&NewMessage, &AuditRecord)]) {
     let mut convs: Vec<String> = batch.iter().map(|(m, _)| m.conversation_id.to_string()).collect();
     convs.sort();
     convs.dedup();
-    let marks: Vec<String> = (1..=convs.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "SELECT conversation_id, org_id, user_id FROM conversation_members
-         WHERE conversation_id IN ({}) AND left_seq IS NULL ORDER BY conversation_id, user_id",
-        marks.join(", ")
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    script.statement(|m| {
+        let marks: Vec<String> = convs.iter().map(|_| m.next()).collect();
+        format!(
+            "SELECT 'member' AS part, conversation_id, org_id, string_agg(user_id, ',' ORDER BY user_id) AS users
+             FROM conversation_members WHERE conversation_id IN ({}) AND left_seq IS NULL
+             GROUP BY conversation_id, org_id",
+            marks.join(", ")
+        )
+    });
     for conv in convs {
-        q = q.bind(conv);
+        script.bind(conv);
     }
-    let mut out: HashMap<ConversationId, (OrgId, Vec<UserId>)> = HashMap::new();
-    for row in q.fetch_all(&mut *c).await? {
-        let conv = id(&get::<String>(&row, "conversation_id")?)?;
-        let org = id(&get::<String>(&row, "org_id")?)?;
-        out.entry(conv).or_insert_with(|| (org, Vec::new())).1.push(id(&get::<String>(&row, "user_id")?)?);
-    }
-    Ok(out)
 }
 
-/// Stored messages whose (conversation, sender, idempotency key) a send of the batch repeats.
-async fn earlier_keys(
-    c: &mut AnyConnection,
-    batch: &[(&NewMessage, &AuditRecord)],
-) -> StoreResult<HashMap<(ConversationId, UserId, String), MessageId>> {
+fn member_row(out: &mut HashMap<ConversationId, (OrgId, Vec<UserId>)>, row: &AnyRow) -> StoreResult<()> {
+    let conv = id(&get::<String>(row, "conversation_id")?)?;
+    let org = id(&get::<String>(row, "org_id")?)?;
+    let users = get::<String>(row, "users")?.split(',').map(id).collect::<StoreResult<Vec<UserId>>>()?;
+    out.insert(conv, (org, users));
+    Ok(())
+}
+
+/// Queues the read of stored messages whose (conversation, sender, idempotency key) a send of
+/// the batch repeats; its rows are tagged `key`.
+fn queue_earlier_keys(script: &mut Script, batch: &[(&NewMessage, &AuditRecord)]) {
     // An OR of exact keys: both databases answer each term from the unique index.
-    let terms: Vec<String> = (0..batch.len())
-        .map(|i| {
-            format!(
-                "(conversation_id = ${} AND sender_id = ${} AND idempotency_key = ${})",
-                3 * i + 1,
-                3 * i + 2,
-                3 * i + 3
-            )
-        })
-        .collect();
-    let sql = format!(
-        "SELECT id, conversation_id, sender_id, idempotency_key FROM messages WHERE {}",
-        terms.join(" OR ")
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    script.statement(|m| {
+        let terms: Vec<String> = batch
+            .iter()
+            .map(|_| {
+                format!(
+                    "(conversation_id = {} AND sender_id = {} AND idempotency_key = {})",
+                    m.next(),
+                    m.next(),
+                    m.next()
+                )
+            })
+            .collect();
+        format!(
+            "SELECT 'key' AS part, id, conversation_id, sender_id, idempotency_key FROM messages WHERE {}",
+            terms.join(" OR ")
+        )
+    });
     for (m, _) in batch {
-        q = q
+        script
             .bind(m.conversation_id.to_string())
             .bind(m.sender_id.to_string())
             .bind(m.idempotency_key.clone());
     }
-    let mut out = HashMap::new();
-    for row in q.fetch_all(&mut *c).await? {
-        out.insert(
-            (
-                id(&get::<String>(&row, "conversation_id")?)?,
-                id(&get::<String>(&row, "sender_id")?)?,
-                get::<String>(&row, "idempotency_key")?,
-            ),
-            id(&get::<String>(&row, "id")?)?,
-        );
-    }
-    Ok(out)
+}
+
+fn key_row(out: &mut HashMap<(ConversationId, UserId, String), MessageId>, row: &AnyRow) -> StoreResult<()> {
+    out.insert(
+        (
+            id(&get::<String>(row, "conversation_id")?)?,
+            id(&get::<String>(row, "sender_id")?)?,
+            get::<String>(row, "idempotency_key")?,
+        ),
+        id(&get::<String>(row, "id")?)?,
+    );
+    Ok(())
 }
 
 async fn claim_attachments(c: &mut AnyConnection, m: &NewMessage) -> StoreResult<()> {

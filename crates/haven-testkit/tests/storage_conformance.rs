@@ -253,6 +253,46 @@ both_backends!(audit_sequence_is_gap_free_and_rows_are_immutable, |b: Backend| a
     assert_eq!(s.audit_range(0, 100).await.unwrap(), all);
 });
 
+both_backends!(the_audit_search_index_follows_the_log_and_misses_nothing, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = open(&db).await;
+    let a = org(&s, "A").await;
+    // More entries than one indexing round takes, alternating between two patients.
+    for i in 0..1205 {
+        let who = if i % 2 == 0 { "p-even" } else { "p-odd" };
+        s.record_audit(&rec(Some(a), "read").entity("patient", who), t(i)).await.unwrap();
+    }
+    let by = |who: &str| haven_store::AuditQuery {
+        refs: vec![("patient".into(), who.into())],
+        ..Default::default()
+    };
+    // A search sees every committed entry, however far behind the background indexer is.
+    let found = s.search_audit(a, &by("p-odd"), 1000).await.unwrap();
+    assert_eq!(found.len(), 602);
+    assert!(found.iter().all(|e| e.record.entities.iter().any(|en| en.id == "p-odd")));
+    let mut c = raw(&db).await;
+    let indexed = |who: &'static str| {
+        format!("SELECT COUNT(*) AS n FROM audit_index WHERE kind = 'patient' AND ref_id = '{who}'")
+    };
+    let count = async |c: &mut sqlx::AnyConnection, sql: String| -> i64 {
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *c).await.unwrap();
+        sqlx::Row::get(&row, "n")
+    };
+    // Each entry is indexed once, whoever got there first (the search or the background task).
+    assert_eq!(s.index_audit().await.unwrap(), 0, "nothing left to index");
+    assert_eq!(count(&mut c, indexed("p-odd")).await, 602);
+    assert_eq!(count(&mut c, indexed("p-even")).await, 603);
+    let head = "SELECT (SELECT size FROM audit_head) - (SELECT indexed_seq FROM audit_index_head) AS n";
+    assert_eq!(count(&mut c, head.into()).await, 0);
+    // A new entry is found at once, before any indexer has run for it.
+    s.record_audit(&rec(Some(a), "read").entity("patient", "p-odd"), t(2000)).await.unwrap();
+    assert_eq!(s.search_audit(a, &by("p-odd"), 1000).await.unwrap().len(), 603);
+    assert_eq!(s.search_audit(a, &by("p-none"), 1000).await.unwrap().len(), 0);
+    // Another organisation's search finds none of them.
+    let other = org(&s, "B").await;
+    assert!(s.search_audit(other, &by("p-odd"), 1000).await.unwrap().is_empty());
+});
+
 both_backends!(throttle_reserves_attempts_atomically, |b: Backend| async move {
     let db = TestDb::new(b).await;
     let s = std::sync::Arc::new(open(&db).await);

@@ -81,7 +81,7 @@ pub(crate) async fn upgrade(
         .max_message_size(64 * 1024)
         .read_buffer_size(4096)
         .write_buffer_size(4096)
-        .on_upgrade(move |socket| run(state.app, p, socket)))
+        .on_upgrade(move |socket| run(state, p, socket)))
 }
 
 async fn close(mut ws: WebSocket, code: u16, reason: &'static str) {
@@ -221,11 +221,12 @@ async fn sleep_until_deadline(deadline: Option<Instant>) {
     }
 }
 
-async fn run(app: App, p: Principal, mut ws: WebSocket) {
+async fn run(state: HttpState, p: Principal, mut ws: WebSocket) {
+    let app = &state.app;
     let hub = app.hub().clone();
     // Register before reading positions, so nothing committed from now on can be missed.
     let mut reg = hub.register(p.user.id, p.session_id);
-    let result = session(&app, &p, &mut ws, &mut reg.rx).await;
+    let result = session(app, &p, &mut ws, &mut reg.rx).await;
     hub.unregister(p.user.id, reg.id);
     match result {
         End::ClientGone => {}
