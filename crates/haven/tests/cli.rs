@@ -101,7 +101,13 @@ fn migrate_then_admin_commands() {
     let d = temp_dir("admin");
     let o = haven(&d).arg("migrate").output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("6 migration(s) applied"));
+    // Every shipped SQLite migration must apply on a fresh database, none more, none fewer.
+    let shipped = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../haven-store/migrations/sqlite"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sql"))
+        .count();
+    assert!(shipped >= 7);
+    assert!(text(&o).contains(&format!("{shipped} migration(s) applied")), "{}", text(&o));
     let o = haven(&d).arg("migrate").output().unwrap();
     assert!(text(&o).contains("0 migration(s) applied"));
     assert!(haven(&d).args(["admin", "create-org", "--name", "Hillside Clinic"]).status().unwrap().success());
