@@ -182,30 +182,42 @@ pub fn chat_load(
     let after = writer_totals(ctx, server);
     let d = |i: usize| (after[i].0 - before.1[i].0, after[i].1 - before.1[i].1);
     let ((sends, batches), (batch_s, _), (commit_s, commits)) = (d(0), d(1), d(2));
+    let ((in_writer_s, writer_sends), (handler_s, requests)) = (d(3), d(4));
     result.writer = json!({
         "batches": batches,
         "mean_batch_size": sends / batches.max(1.0),
         "mean_batch_ms": batch_s * 1e3 / batches.max(1.0),
         "mean_write_and_commit_ms": commit_s * 1e3 / commits.max(1.0),
+        "mean_send_in_writer_ms": in_writer_s * 1e3 / writer_sends.max(1.0),
+        "mean_send_request_ms": handler_s * 1e3 / requests.max(1.0),
     });
     Ok(result)
 }
 
-/// The group-commit writer's histograms (sum, count): batch sizes, batch times, and the times of
-/// each batch's last round trip (its writes and the commit).
+/// The group-commit writer's histograms (sum, count): batch sizes, batch times, the times of
+/// each batch's last round trip (its writes and the commit), each send's time in the writer
+/// (its wait and its batch), and the server's time for each send request.
 fn writer_totals(ctx: &Ctx, server: &server::Server) -> Vec<(f64, f64)> {
     let text = ctx.rt.block_on(async {
         let resp = reqwest::get(format!("{}/metrics", server.base)).await.ok()?;
         resp.text().await.ok()
     });
-    server::histograms(
-        &text.unwrap_or_default(),
+    let text = text.unwrap_or_default();
+    let mut totals = server::histograms(
+        &text,
         &[
             "haven_store_group_commit_batch_size",
             "haven_store_group_commit_seconds",
             "haven_store_group_commit_write_seconds",
+            "haven_store_send_seconds",
         ],
-    )
+    );
+    totals.push(server::histogram_where(
+        &text,
+        "http_request_duration_seconds",
+        &[r#"method="POST""#, r#"route="/api/v1/conversations/{id}/messages""#],
+    ));
+    totals
 }
 
 /// Prints what the group-commit writer did during the load.
@@ -216,6 +228,11 @@ pub fn print_writer(w: &Value) {
         w["mean_batch_size"].as_f64().unwrap_or(0.0),
         w["mean_batch_ms"].as_f64().unwrap_or(0.0),
         w["mean_write_and_commit_ms"].as_f64().unwrap_or(0.0),
+    );
+    println!(
+        "  a send (means): {:.2} ms in the server's handler, of which {:.2} ms queued for and in its batch",
+        w["mean_send_request_ms"].as_f64().unwrap_or(0.0),
+        w["mean_send_in_writer_ms"].as_f64().unwrap_or(0.0),
     );
 }
 

@@ -226,10 +226,32 @@ impl Work {
 /// Sum and count of each histogram named in `names` in a Prometheus text exposition (zeros for
 /// one not recorded yet).
 pub fn histograms(text: &str, names: &[&str]) -> Vec<(f64, f64)> {
-    let value = |name: String| {
-        text.lines().find_map(|l| l.strip_prefix(name.as_str())?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+    names.iter().map(|n| histogram_where(text, n, &[])).collect()
+}
+
+/// (sum, count) of the Prometheus histogram `name` on the series whose labels include every one
+/// of `labels` (each written `key="value"`); (0, 0) when there is none.
+pub fn histogram_where(text: &str, name: &str, labels: &[&str]) -> (f64, f64) {
+    let value = |suffix: &str| {
+        let series = format!("{name}{suffix}");
+        text.lines()
+            .find_map(|l| {
+                let rest = l.strip_prefix(series.as_str())?;
+                let (labelled, number) = match rest.strip_prefix('{') {
+                    Some(r) => r.split_once("} ")?,
+                    None => ("", rest.strip_prefix(' ')?),
+                };
+                labels
+                    .iter()
+                    .all(|want| labelled.split(',').any(|l| l == *want))
+                    .then_some(number)?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
     };
-    names.iter().map(|n| (value(format!("{n}_sum ")), value(format!("{n}_count ")))).collect()
+    (value("_sum"), value("_count"))
 }
 
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -254,4 +276,33 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 after the name.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"# TYPE haven_store_send_seconds summary
+haven_store_send_seconds_sum 1.5
+haven_store_send_seconds_count 300
+http_request_duration_seconds_sum{method="GET",route="/api/v1/conversations/{id}/messages"} 9
+http_request_duration_seconds_count{method="GET",route="/api/v1/conversations/{id}/messages"} 90
+http_request_duration_seconds_sum{method="POST",route="/api/v1/conversations/{id}/messages"} 2.5
+http_request_duration_seconds_count{method="POST",route="/api/v1/conversations/{id}/messages"} 500
+"#;
+
+    #[test]
+    fn histograms_are_read_by_name_and_by_labels() {
+        assert_eq!(histograms(TEXT, &["haven_store_send_seconds", "absent"]), vec![(1.5, 300.0), (0.0, 0.0)]);
+        let post = histogram_where(
+            TEXT,
+            "http_request_duration_seconds",
+            &[r#"method="POST""#, r#"route="/api/v1/conversations/{id}/messages""#],
+        );
+        assert_eq!(post, (2.5, 500.0));
+        // A label that no series has matches nothing, not the first series of the name.
+        assert_eq!(histogram_where(TEXT, "http_request_duration_seconds", &[r#"method="PUT""#]), (0.0, 0.0));
+        // A longer name sharing the prefix is not taken for this one.
+        assert_eq!(histograms(TEXT, &["haven_store_send"]), vec![(0.0, 0.0)]);
+    }
 }

@@ -69,9 +69,14 @@ impl GroupCommit {
     /// Stores one message through the next batch; returns after that batch's commit.
     pub(crate) async fn send(&self, m: &NewMessage, audit: &AuditRecord) -> StoreResult<Sent> {
         let (reply, answer) = oneshot::channel();
+        let queued = Instant::now();
         let job = Job { message: m.clone(), audit: audit.clone(), reply };
         self.queue.send(job).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let answered = answer.await.map_err(|_| stopped())?;
+        // Waiting for the batch before, then this send's own batch: with the batch times, this
+        // tells whether sends wait on the writer or somewhere else.
+        metrics::histogram!("haven_store_send_seconds").record(queued.elapsed().as_secs_f64());
+        answered
     }
 }
 
