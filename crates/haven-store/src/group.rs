@@ -11,14 +11,20 @@
 //! fails, or the batch cannot begin or commit, the whole batch is rolled back and every send in
 //! it is run again alone, so each gets its own outcome (durable, or an error) and one bad send
 //! never fails the others. A client's retry with the same idempotency key is safe either way.
+//!
+//! On a SQLite file the writer's batches commit without waiting for the log's fsync, and their
+//! answers wait for it on a thread of their own instead (`durable.rs`), so the next batch runs
+//! during the fsync.
 
 use haven_domain::audit::AuditRecord;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyPool};
+use sqlx::{Any, AnyPool, Executor};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::durable::WalSync;
 use crate::messages::{NewMessage, Sent};
 use crate::send::send_batch;
 use crate::{StoreError, StoreResult};
@@ -44,8 +50,15 @@ pub(crate) struct GroupCommit {
 impl GroupCommit {
     /// Starts the writer task. It ends when every handle is dropped. With `own_thread` it runs
     /// on a thread of its own (see [`Self::start`]'s caller), otherwise on the current runtime.
-    pub(crate) fn start(pool: AnyPool, own_thread: bool) -> Self {
+    /// With `wal`, the SQLite write-ahead log's path, its commits are made durable by a syncing
+    /// thread (see `durable.rs`) instead of inside each commit.
+    pub(crate) fn start(pool: AnyPool, own_thread: bool, wal: Option<PathBuf>) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
+        let sync = wal.and_then(|path| {
+            WalSync::start(path)
+                .map_err(|e| tracing::warn!(error = %e, "could not start the log syncing thread; commits sync inline"))
+                .ok()
+        });
         let runtime =
             own_thread.then(|| tokio::runtime::Builder::new_current_thread().enable_all().build()).and_then(
                 |rt| rt.map_err(|e| tracing::warn!(error = %e, "the writer runs on the shared runtime")).ok(),
@@ -54,13 +67,13 @@ impl GroupCommit {
             Some(rt) => {
                 let spawned = std::thread::Builder::new()
                     .name("haven-writer".into())
-                    .spawn(move || rt.block_on(writer(pool, rx)));
+                    .spawn(move || rt.block_on(writer(pool, rx, sync)));
                 if let Err(e) = spawned {
                     tracing::error!(error = %e, "could not start the writer thread");
                 }
             }
             None => {
-                tokio::spawn(writer(pool, rx));
+                tokio::spawn(writer(pool, rx, sync));
             }
         }
         Self { queue }
@@ -84,9 +97,15 @@ fn stopped() -> StoreError {
     StoreError::Database(sqlx::Error::PoolClosed)
 }
 
-async fn writer(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn writer(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>, sync: Option<WalSync<Sent>>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        if sync.as_ref().is_some_and(WalSync::failed) {
+            for job in jobs.drain(..) {
+                let _ = job.reply.send(Err(crate::durable::not_durable("an earlier fsync failed")));
+            }
+            continue;
+        }
         let mut conn = match pool.acquire().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -104,14 +123,16 @@ async fn writer(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
             let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
             metrics::histogram!("haven_store_group_commit_batch_size").record(batch.len() as f64);
             let began = Instant::now();
-            let rerun = if batch.len() == 1 { batch } else { run_batch(&mut conn, batch).await };
+            let rerun =
+                if batch.len() == 1 { batch } else { run_batch(&mut conn, batch, sync.as_ref()).await };
             let mut failed = false;
             for job in rerun {
                 // Alone, so each gets its own outcome.
-                let sent =
-                    send_batch(&mut conn, &[(&job.message, &job.audit)]).await.map(|mut s| s.remove(0));
+                let sent = send_batch(&mut conn, &[(&job.message, &job.audit)], sync.is_some())
+                    .await
+                    .map(|mut s| s.remove(0));
                 failed |= sent.is_err();
-                let _ = job.reply.send(sent);
+                answer(sync.as_ref(), vec![(job.reply, sent)]);
             }
             metrics::histogram!("haven_store_group_commit_seconds").record(began.elapsed().as_secs_f64());
             if failed || held.elapsed() >= HOLD_FOR {
@@ -125,6 +146,33 @@ async fn writer(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>) {
                 break;
             }
         }
+        if sync.is_some() {
+            // The connection goes back to the pool, where every other commit must sync itself.
+            if let Err(e) = conn.execute("PRAGMA synchronous = FULL").await {
+                tracing::error!(error = %e, "could not restore synchronous commits; closing the write connection");
+                conn.close_on_drop();
+            }
+        }
+    }
+}
+
+/// Answers each job: a committed send after the log's next fsync when commits are not synced
+/// inline, a failure (nothing was written) at once.
+fn answer(
+    sync: Option<&WalSync<Sent>>,
+    outcomes: Vec<(oneshot::Sender<StoreResult<Sent>>, StoreResult<Sent>)>,
+) {
+    let mut durable = Vec::new();
+    for (reply, outcome) in outcomes {
+        match (outcome, sync) {
+            (Ok(sent), Some(_)) => durable.push((reply, sent)),
+            (outcome, _) => {
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+    if let (Some(sync), false) = (sync, durable.is_empty()) {
+        sync.answer_when_durable(durable);
     }
 }
 
@@ -140,11 +188,13 @@ fn again(e: &sqlx::Error) -> sqlx::Error {
 /// Runs the batch in one transaction and answers every job after the commit. Returns the jobs,
 /// unanswered and with nothing written, when the batch has to be rerun one send at a time
 /// (one send was refused, or the commit failed).
-async fn run_batch(conn: &mut PoolConnection<Any>, batch: Vec<Job>) -> Vec<Job> {
+async fn run_batch(
+    conn: &mut PoolConnection<Any>,
+    batch: Vec<Job>,
+    sync: Option<&WalSync<Sent>>,
+) -> Vec<Job> {
     let jobs: Vec<(&NewMessage, &AuditRecord)> = batch.iter().map(|j| (&j.message, &j.audit)).collect();
-    let Ok(results) = send_batch(conn, &jobs).await else { return batch };
-    for (job, sent) in batch.into_iter().zip(results) {
-        let _ = job.reply.send(Ok(sent));
-    }
+    let Ok(results) = send_batch(conn, &jobs, sync.is_some()).await else { return batch };
+    answer(sync, batch.into_iter().zip(results).map(|(job, sent)| (job.reply, Ok(sent))).collect());
     Vec::new()
 }

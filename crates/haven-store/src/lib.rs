@@ -10,6 +10,7 @@ mod audit;
 mod audit_index;
 pub mod blob;
 mod conversations;
+mod durable;
 mod group;
 mod identity;
 mod links;
@@ -160,6 +161,15 @@ async fn checkpoints(pool: AnyPool, alive: std::sync::Weak<()>) {
     }
 }
 
+/// The write-ahead log of the SQLite database behind `pool`; none for a database in memory.
+async fn wal_path(pool: &AnyPool) -> StoreResult<Option<std::path::PathBuf>> {
+    let file: Option<String> =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_optional(pool)
+            .await?;
+    Ok(file.filter(|f| !f.is_empty()).map(|f| std::path::PathBuf::from(format!("{f}-wal"))))
+}
+
 /// The SQLite URL of the default database file inside a data directory.
 pub fn sqlite_url_for(data_dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("haven.db").display())
@@ -225,7 +235,11 @@ impl Store {
         // On SQLite every statement of a batch is a hand-off to the connection's thread and
         // back, and each answer wakes the writer from outside the runtime, where a busy
         // runtime's workers look only now and then: the writer gets a thread of its own.
-        let group = group::GroupCommit::start(write.clone(), backend == Backend::Sqlite);
+        let wal = match backend {
+            Backend::Sqlite => wal_path(&write).await?,
+            Backend::Postgres => None,
+        };
+        let group = group::GroupCommit::start(write.clone(), backend == Backend::Sqlite, wal);
         let alive = std::sync::Arc::new(());
         if backend == Backend::Sqlite {
             tokio::spawn(checkpoints(read.clone(), std::sync::Arc::downgrade(&alive)));
@@ -264,6 +278,23 @@ impl Store {
         let mut conn = self.read.acquire().await?;
         conn.ping().await?;
         Ok(())
+    }
+
+    /// Whether a commit on the write connection returns only once it is durable (SQLite:
+    /// `synchronous` FULL or stronger; PostgreSQL: `synchronous_commit` not off). Group commit
+    /// relaxes this on its own batches and must restore it before other writes get the
+    /// connection; this checks that it did.
+    pub async fn commits_durably(&self) -> StoreResult<bool> {
+        let mut conn = self.write.acquire().await?;
+        Ok(match self.backend {
+            Backend::Sqlite => {
+                sqlx::query_scalar::<_, i64>("PRAGMA synchronous").fetch_one(&mut *conn).await? >= 2
+            }
+            Backend::Postgres => {
+                sqlx::query_scalar::<_, String>("SHOW synchronous_commit").fetch_one(&mut *conn).await?
+                    != "off"
+            }
+        })
     }
 
     /// Closes every connection, waiting for running statements to finish. On SQLite this also

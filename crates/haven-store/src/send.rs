@@ -30,12 +30,16 @@ use crate::{StoreError, StoreResult, touched};
 /// be in one), appending their audit records (the audit head is read and locked once, and
 /// written once), and commits. Fails as a whole, with nothing written, if any send is refused:
 /// not a current member (NotFound), attachments not the sender's own unsent uploads to that
-/// conversation (Conflict "attachments"), or if the commit fails.
+/// conversation (Conflict "attachments"), or if the commit fails. With `unsynced` (SQLite
+/// only) the commit does not wait for the log's fsync, and leaves the connection so: the
+/// caller makes it durable before answering anyone, and restores synchronous commits before
+/// the connection goes back to the pool (see `durable.rs`).
 pub(crate) async fn send_batch(
     c: &mut PoolConnection<Any>,
     batch: &[(&NewMessage, &AuditRecord)],
+    unsynced: bool,
 ) -> StoreResult<Vec<Sent>> {
-    match store_and_commit(c, batch).await {
+    match store_and_commit(c, batch, unsynced).await {
         Ok(sent) => Ok(sent),
         Err(e) => {
             abandon(c).await;
@@ -60,8 +64,12 @@ async fn abandon(c: &mut PoolConnection<Any>) {
 async fn store_and_commit(
     c: &mut AnyConnection,
     batch: &[(&NewMessage, &AuditRecord)],
+    unsynced: bool,
 ) -> StoreResult<Vec<Sent>> {
     let mut read = Script::for_connection(c);
+    if unsynced {
+        read.statement(|_| "PRAGMA synchronous = NORMAL".to_owned());
+    }
     read.statement(|_| "BEGIN".to_owned());
     Appender::queue_load(&mut read);
     queue_current_members(&mut read, batch);

@@ -377,6 +377,7 @@ both_backends!(a_failing_send_among_concurrent_sends_fails_alone, |b: Backend| a
     // The log grew by exactly one entry per stored send (plus the history read), gap-free,
     // and its head is the root over every entry.
     let store = s.app.store();
+    assert!(store.commits_durably().await.unwrap(), "group commit gave the write connection back relaxed");
     let head = store.audit_head().await.unwrap();
     let raw = store.audit_raw(0, head.size as i64, 100_000).await.unwrap();
     let seqs: Vec<i64> = raw.iter().map(|r| r.seq).collect();
