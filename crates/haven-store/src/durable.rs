@@ -62,6 +62,9 @@ impl<T: Send + 'static> WalSync<T> {
     }
 }
 
+/// Why a batch is refused after the first failed fsync.
+pub(crate) const EARLIER_FAILURE: &str = "an earlier fsync failed";
+
 /// The error every send gets once the log could not be synced.
 pub(crate) fn not_durable(why: &str) -> StoreError {
     StoreError::Database(sqlx::Error::Io(io::Error::other(format!(
@@ -76,11 +79,8 @@ fn syncer<T>(wal: PathBuf, rx: mpsc::Receiver<Answers<T>>, failed: Arc<AtomicBoo
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
         let began = Instant::now();
-        let outcome = if failed.load(Ordering::SeqCst) {
-            Err(io::Error::other("an earlier fsync failed"))
-        } else {
-            log.sync()
-        };
+        let outcome =
+            if failed.load(Ordering::SeqCst) { Err(io::Error::other(EARLIER_FAILURE)) } else { log.sync() };
         metrics::histogram!("haven_store_wal_sync_seconds").record(began.elapsed().as_secs_f64());
         match outcome {
             Ok(()) => {

@@ -102,7 +102,7 @@ async fn writer(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>, sync: Optio
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         if sync.as_ref().is_some_and(WalSync::failed) {
             for job in jobs.drain(..) {
-                let _ = job.reply.send(Err(crate::durable::not_durable("an earlier fsync failed")));
+                let _ = job.reply.send(Err(crate::durable::not_durable(crate::durable::EARLIER_FAILURE)));
             }
             continue;
         }
@@ -185,7 +185,8 @@ fn again(e: &sqlx::Error) -> sqlx::Error {
     }
 }
 
-/// Runs the batch in one transaction and answers every job after the commit. Returns the jobs,
+/// Runs the batch in one transaction and answers every job once the commit is durable (see
+/// [`answer`]). Returns the jobs,
 /// unanswered and with nothing written, when the batch has to be rerun one send at a time
 /// (one send was refused, or the commit failed).
 async fn run_batch(
