@@ -182,7 +182,8 @@ pub fn chat_load(
     let after = writer_totals(ctx, server);
     let d = |i: usize| (after[i].0 - before.1[i].0, after[i].1 - before.1[i].1);
     let ((sends, batches), (batch_s, _), (commit_s, commits)) = (d(0), d(1), d(2));
-    let ((in_writer_s, writer_sends), (handler_s, requests)) = (d(3), d(4));
+    let ((in_writer_s, writer_sends), (handler_s, requests), (sync_s, syncs)) = (d(3), d(4), d(5));
+    let (unread, _) = d(6);
     result.writer = json!({
         "batches": batches,
         "mean_batch_size": sends / batches.max(1.0),
@@ -190,13 +191,18 @@ pub fn chat_load(
         "mean_write_and_commit_ms": commit_s * 1e3 / commits.max(1.0),
         "mean_send_in_writer_ms": in_writer_s * 1e3 / writer_sends.max(1.0),
         "mean_send_request_ms": handler_s * 1e3 / requests.max(1.0),
+        "unread_batches": unread,
+        "wal_syncs": syncs,
+        "mean_wal_sync_ms": sync_s * 1e3 / syncs.max(1.0),
     });
     Ok(result)
 }
 
 /// The group-commit writer's histograms (sum, count): batch sizes, batch times, the times of
 /// each batch's last round trip (its writes and the commit), each send's time in the writer
-/// (its wait and its batch), and the server's time for each send request.
+/// (its wait and its batch), the server's time for each send request, and the fsyncs of the
+/// SQLite write-ahead log that answered batches (none on PostgreSQL); last, the count of batches
+/// written without reading first.
 fn writer_totals(ctx: &Ctx, server: &server::Server) -> Vec<(f64, f64)> {
     let text = ctx.rt.block_on(async {
         let resp = reqwest::get(format!("{}/metrics", server.base)).await.ok()?;
@@ -217,14 +223,18 @@ fn writer_totals(ctx: &Ctx, server: &server::Server) -> Vec<(f64, f64)> {
         "http_request_duration_seconds",
         &[r#"method="POST""#, r#"route="/api/v1/conversations/{id}/messages""#],
     ));
+    totals.extend(server::histograms(&text, &["haven_store_wal_sync_seconds"]));
+    // A counter, kept as (count, 1) beside the histograms.
+    totals.push((server::counter(&text, "haven_store_group_commit_unread_batches_total"), 1.0));
     totals
 }
 
 /// Prints what the group-commit writer did during the load.
 pub fn print_writer(w: &Value) {
     println!(
-        "  writer: {:.0} batches, {:.1} sends each, {:.2} ms each, of which writes and commit {:.2} ms",
+        "  writer: {:.0} batches ({:.0} without reads), {:.1} sends each, {:.2} ms each, of which writes and commit {:.2} ms",
         w["batches"].as_f64().unwrap_or(0.0),
+        w["unread_batches"].as_f64().unwrap_or(0.0),
         w["mean_batch_size"].as_f64().unwrap_or(0.0),
         w["mean_batch_ms"].as_f64().unwrap_or(0.0),
         w["mean_write_and_commit_ms"].as_f64().unwrap_or(0.0),
@@ -234,6 +244,13 @@ pub fn print_writer(w: &Value) {
         w["mean_send_request_ms"].as_f64().unwrap_or(0.0),
         w["mean_send_in_writer_ms"].as_f64().unwrap_or(0.0),
     );
+    if w["wal_syncs"].as_f64().unwrap_or(0.0) > 0.0 {
+        println!(
+            "  WAL fsyncs: {:.0}, {:.2} ms each",
+            w["wal_syncs"].as_f64().unwrap_or(0.0),
+            w["mean_wal_sync_ms"].as_f64().unwrap_or(0.0),
+        );
+    }
 }
 
 /// Prints the server's work per message during the load.

@@ -232,26 +232,33 @@ pub fn histograms(text: &str, names: &[&str]) -> Vec<(f64, f64)> {
 /// (sum, count) of the Prometheus histogram `name` on the series whose labels include every one
 /// of `labels` (each written `key="value"`); (0, 0) when there is none.
 pub fn histogram_where(text: &str, name: &str, labels: &[&str]) -> (f64, f64) {
-    let value = |suffix: &str| {
-        let series = format!("{name}{suffix}");
-        text.lines()
-            .find_map(|l| {
-                let rest = l.strip_prefix(series.as_str())?;
-                let (labelled, number) = match rest.strip_prefix('{') {
-                    Some(r) => r.split_once("} ")?,
-                    None => ("", rest.strip_prefix(' ')?),
-                };
-                labels
-                    .iter()
-                    .all(|want| labelled.split(',').any(|l| l == *want))
-                    .then_some(number)?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0.0)
-    };
-    (value("_sum"), value("_count"))
+    (sample(text, &format!("{name}_sum"), labels), sample(text, &format!("{name}_count"), labels))
+}
+
+/// The value of the Prometheus counter `name` (unlabelled or on its first series); 0 when there
+/// is none.
+pub fn counter(text: &str, name: &str) -> f64 {
+    sample(text, name, &[])
+}
+
+/// The value of the first sample of `series` whose labels include every one of `labels`.
+fn sample(text: &str, series: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(series)?;
+            let (labelled, number) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            labels
+                .iter()
+                .all(|want| labelled.split(',').any(|l| l == *want))
+                .then_some(number)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
 }
 
 fn status_kib(pid: u32, field: &str) -> u64 {

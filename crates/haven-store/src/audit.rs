@@ -134,6 +134,7 @@ const LOAD_HEAD: &str =
 /// once, each record is written with its leaf hash, and the head is written once at the end, so
 /// a batch of sends pays for the head twice, not twice per entry. The writes are queued on a
 /// [`Script`], so they can go to the database with the caller's other writes.
+#[derive(Clone)]
 pub(crate) struct Appender {
     size: i64,
     last_time: i64,
@@ -200,8 +201,13 @@ impl Appender {
         Ok(())
     }
 
+    /// The log's size: its last entry's sequence number.
+    pub(crate) fn size(&self) -> i64 {
+        self.size
+    }
+
     /// Queues the head's write; call once, after the last append, before commit.
-    pub(crate) fn finish(self, script: &mut Script) {
+    pub(crate) fn finish(&self, script: &mut Script) {
         script
             .statement(|m| {
                 format!(

@@ -14,7 +14,9 @@
 //!
 //! On a SQLite file the writer's batches commit without waiting for the log's fsync, and their
 //! answers wait for it on a thread of their own instead (`durable.rs`), so the next batch runs
-//! during the fsync.
+//! during the fsync. There, too, the writer is the process's only writer, and remembers what
+//! its last batch left in the database (the audit head, members and sequence numbers), so a
+//! batch to conversations it knows is written without reading first (`send.rs`, `Known`).
 
 use haven_domain::audit::AuditRecord;
 use std::path::PathBuf;
@@ -26,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::durable::WalSync;
 use crate::messages::{NewMessage, Sent};
-use crate::send::send_batch;
+use crate::send::{Known, send_batch};
 use crate::{StoreError, StoreResult};
 
 /// The most sends committed together; bounds the time a batch holds the writer.
@@ -48,11 +50,13 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer task. It ends when every handle is dropped. With `own_thread` it runs
-    /// on a thread of its own (see [`Self::start`]'s caller), otherwise on the current runtime.
-    /// With `wal`, the SQLite write-ahead log's path, its commits are made durable by a syncing
-    /// thread (see `durable.rs`) instead of inside each commit.
-    pub(crate) fn start(pool: AnyPool, own_thread: bool, wal: Option<PathBuf>) -> Self {
+    /// Starts the writer task. It ends when every handle is dropped. With `sole_writer` (the
+    /// pool's one connection carries every write of the process: SQLite) it runs on a thread of
+    /// its own (see [`Self::start`]'s caller), otherwise on the current runtime, and it keeps
+    /// what it knows of the database from one batch to the next (see `Known`). With `wal`, the
+    /// SQLite write-ahead log's path, its commits are made durable by a syncing thread (see
+    /// `durable.rs`) instead of inside each commit.
+    pub(crate) fn start(pool: AnyPool, sole_writer: bool, wal: Option<PathBuf>) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         let sync = wal.and_then(|path| {
             WalSync::start(path)
@@ -60,20 +64,20 @@ impl GroupCommit {
                 .ok()
         });
         let runtime =
-            own_thread.then(|| tokio::runtime::Builder::new_current_thread().enable_all().build()).and_then(
+            sole_writer.then(|| tokio::runtime::Builder::new_current_thread().enable_all().build()).and_then(
                 |rt| rt.map_err(|e| tracing::warn!(error = %e, "the writer runs on the shared runtime")).ok(),
             );
         match runtime {
             Some(rt) => {
                 let spawned = std::thread::Builder::new()
                     .name("haven-writer".into())
-                    .spawn(move || rt.block_on(writer(pool, rx, sync)));
+                    .spawn(move || rt.block_on(writer(pool, rx, sync, Some(Known::default()))));
                 if let Err(e) = spawned {
                     tracing::error!(error = %e, "could not start the writer thread");
                 }
             }
             None => {
-                tokio::spawn(writer(pool, rx, sync));
+                tokio::spawn(writer(pool, rx, sync, sole_writer.then(Known::default)));
             }
         }
         Self { queue }
@@ -97,7 +101,12 @@ fn stopped() -> StoreError {
     StoreError::Database(sqlx::Error::PoolClosed)
 }
 
-async fn writer(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>, sync: Option<WalSync<Sent>>) {
+async fn writer(
+    pool: AnyPool,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    sync: Option<WalSync<Sent>>,
+    mut known: Option<Known>,
+) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         if sync.as_ref().is_some_and(WalSync::failed) {
@@ -123,14 +132,18 @@ async fn writer(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Job>, sync: Optio
             let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
             metrics::histogram!("haven_store_group_commit_batch_size").record(batch.len() as f64);
             let began = Instant::now();
-            let rerun =
-                if batch.len() == 1 { batch } else { run_batch(&mut conn, batch, sync.as_ref()).await };
+            let rerun = if batch.len() == 1 {
+                batch
+            } else {
+                run_batch(&mut conn, batch, sync.as_ref(), known.as_mut()).await
+            };
             let mut failed = false;
             for job in rerun {
                 // Alone, so each gets its own outcome.
-                let sent = send_batch(&mut conn, &[(&job.message, &job.audit)], sync.is_some())
-                    .await
-                    .map(|mut s| s.remove(0));
+                let sent =
+                    send_batch(&mut conn, &[(&job.message, &job.audit)], sync.is_some(), known.as_mut())
+                        .await
+                        .map(|mut s| s.remove(0));
                 failed |= sent.is_err();
                 answer(sync.as_ref(), vec![(job.reply, sent)]);
             }
@@ -193,9 +206,10 @@ async fn run_batch(
     conn: &mut PoolConnection<Any>,
     batch: Vec<Job>,
     sync: Option<&WalSync<Sent>>,
+    known: Option<&mut Known>,
 ) -> Vec<Job> {
     let jobs: Vec<(&NewMessage, &AuditRecord)> = batch.iter().map(|j| (&j.message, &j.audit)).collect();
-    let Ok(results) = send_batch(conn, &jobs, sync.is_some()).await else { return batch };
+    let Ok(results) = send_batch(conn, &jobs, sync.is_some(), known).await else { return batch };
     answer(sync, batch.into_iter().zip(results).map(|(job, sent)| (job.reply, Ok(sent))).collect());
     Vec::new()
 }

@@ -8,7 +8,8 @@
 //! for a core, so those hand-offs, not the SQL, are what a batch costs; sqlx's own begin and
 //! commit are two more each (they wait for the caller to take their answer), which is why the
 //! transaction is begun and committed by the scripts instead. A single send takes the same path
-//! as a batch of one.
+//! as a batch of one. Where the writer is the only one (SQLite) it remembers what it wrote, and
+//! a batch to conversations it knows is the last script alone: one round trip (see [`Known`]).
 
 use std::collections::HashMap;
 
@@ -26,6 +27,77 @@ use crate::rows::{get, id, ms, ts};
 use crate::script::Script;
 use crate::{StoreError, StoreResult, touched};
 
+/// What the group-commit writer knows the database holds after its own last commit: the audit
+/// head and, per conversation it has sent to, its organisation, current members and last
+/// sequence number. Kept only where the writer's connection is the process's one write
+/// connection (SQLite): then between its batches nothing in the process changes any of that
+/// without appending to the audit log, since every change to members or sequence numbers is
+/// audited, and takes a sequence number of its conversation too. A batch whose conversations
+/// are all known is written without reading anything first: one round trip instead of three.
+/// If something did change (in this process or another one), the batch's first audit entry
+/// collides with the entry written since, and its events with the events; the batch rolls
+/// back, what is known is forgotten, and the batch runs again with the reads.
+#[derive(Default)]
+pub(crate) struct Known {
+    log: Option<Appender>,
+    convs: HashMap<ConversationId, KnownConv>,
+}
+
+struct KnownConv {
+    org: OrgId,
+    members: Vec<UserId>,
+    last_seq: i64,
+}
+
+impl Known {
+    /// What a batch needs to start from, if all of it is known. Attachments are claimed with
+    /// reads of their own, so a batch with any takes the path with reads.
+    fn start(&self, batch: &[(&NewMessage, &AuditRecord)]) -> Option<Start> {
+        let log = self.log.clone()?;
+        let mut start =
+            Start { log, members: HashMap::new(), earlier: HashMap::new(), last_seq: Some(HashMap::new()) };
+        for (m, _) in batch {
+            let conv = self.convs.get(&m.conversation_id)?;
+            if !m.attachments.is_empty() {
+                return None;
+            }
+            start.members.insert(m.conversation_id, (conv.org, conv.members.clone()));
+            start.last_seq.as_mut()?.insert(m.conversation_id, conv.last_seq);
+        }
+        Some(start)
+    }
+
+    /// Takes in a committed batch: the head it started from, the head after it, and the last
+    /// sequence number of each conversation it numbered.
+    fn learn(&mut self, start: &Start, log: Appender, after: &HashMap<ConversationId, i64>) {
+        if self.log.as_ref().map(Appender::size) != Some(start.log.size()) {
+            // Someone else appended since: what is known of other conversations may be stale.
+            self.convs.clear();
+        }
+        self.log = Some(log);
+        for (conv, last_seq) in after {
+            if let Some((org, members)) = start.members.get(conv) {
+                self.convs
+                    .insert(*conv, KnownConv { org: *org, members: members.clone(), last_seq: *last_seq });
+            }
+        }
+    }
+
+    fn forget(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// What a batch's writes start from: the audit head, the members of its conversations, the
+/// stored messages whose idempotency keys it repeats, and (when known without reading) each
+/// conversation's last sequence number.
+struct Start {
+    log: Appender,
+    members: HashMap<ConversationId, (OrgId, Vec<UserId>)>,
+    earlier: HashMap<(ConversationId, UserId, String), MessageId>,
+    last_seq: Option<HashMap<ConversationId, i64>>,
+}
+
 /// Stores every send of `batch`, in order, in one transaction of its own on `c` (which must not
 /// be in one), appending their audit records (the audit head is read and locked once, and
 /// written once), and commits. Fails as a whole, with nothing written, if any send is refused:
@@ -33,19 +105,41 @@ use crate::{StoreError, StoreResult, touched};
 /// conversation (Conflict "attachments"), or if the commit fails. With `unsynced` (SQLite
 /// only) the commit does not wait for the log's fsync, and leaves the connection so: the
 /// caller makes it durable before answering anyone, and restores synchronous commits before
-/// the connection goes back to the pool (see `durable.rs`).
+/// the connection goes back to the pool (see `durable.rs`). With `known` (the sole writer's
+/// knowledge, see [`Known`]) a batch it covers skips the reads, and every batch adds to it.
 pub(crate) async fn send_batch(
     c: &mut PoolConnection<Any>,
     batch: &[(&NewMessage, &AuditRecord)],
     unsynced: bool,
+    mut known: Option<&mut Known>,
 ) -> StoreResult<Vec<Sent>> {
-    match store_and_commit(c, batch, unsynced).await {
-        Ok(sent) => Ok(sent),
-        Err(e) => {
-            abandon(c).await;
-            Err(e)
+    if let Some(k) = known.as_deref_mut()
+        && let Some(start) = k.start(batch)
+    {
+        match write(c, batch, unsynced, start, Some(&mut *k)).await {
+            Ok(sent) => {
+                metrics::counter!("haven_store_group_commit_unread_batches_total").increment(1);
+                return Ok(sent);
+            }
+            Err(_) => {
+                // Stale knowledge, or a send repeating a stored idempotency key: read and
+                // run it again (a real failure fails again below).
+                abandon(c).await;
+                k.forget();
+            }
         }
     }
+    let stored = match read(c, batch, unsynced).await {
+        Ok(start) => write(c, batch, unsynced, start, known.as_deref_mut()).await,
+        Err(e) => Err(e),
+    };
+    if stored.is_err() {
+        abandon(c).await;
+        if let Some(k) = known {
+            k.forget();
+        }
+    }
+    stored
 }
 
 /// Rolls back whatever of the transaction is open after a failure. A connection that cannot
@@ -61,23 +155,21 @@ async fn abandon(c: &mut PoolConnection<Any>) {
     }
 }
 
-async fn store_and_commit(
+/// Begins the transaction and reads what the writes start from, in one round trip.
+async fn read(
     c: &mut AnyConnection,
     batch: &[(&NewMessage, &AuditRecord)],
     unsynced: bool,
-) -> StoreResult<Vec<Sent>> {
+) -> StoreResult<Start> {
     let mut read = Script::for_connection(c);
-    if unsynced {
-        read.statement(|_| "PRAGMA synchronous = NORMAL".to_owned());
-    }
-    read.statement(|_| "BEGIN".to_owned());
+    begin(&mut read, unsynced);
     Appender::queue_load(&mut read);
     queue_current_members(&mut read, batch);
     queue_earlier_keys(&mut read, batch);
     let rows = read.fetch_all(c).await?;
     let mut log = None;
-    let mut members: HashMap<ConversationId, (OrgId, Vec<UserId>)> = HashMap::new();
-    let mut earlier: HashMap<(ConversationId, UserId, String), MessageId> = HashMap::new();
+    let mut members = HashMap::new();
+    let mut earlier = HashMap::new();
     for row in &rows {
         match get::<String>(row, "part")?.as_str() {
             "head" => log = Some(Appender::from_row(row)?),
@@ -85,9 +177,30 @@ async fn store_and_commit(
             _ => key_row(&mut earlier, row)?,
         }
     }
-    let mut log = log.ok_or(StoreError::Corrupt("audit head"))?;
+    let log = log.ok_or(StoreError::Corrupt("audit head"))?;
+    Ok(Start { log, members, earlier, last_seq: None })
+}
+
+/// Queues the transaction's start (and, when `unsynced`, the commit's relaxed sync).
+fn begin(script: &mut Script, unsynced: bool) {
+    if unsynced {
+        script.statement(|_| "PRAGMA synchronous = NORMAL".to_owned());
+    }
+    script.statement(|_| "BEGIN".to_owned());
+}
+
+/// Writes the batch from `start` and commits: inside the transaction [`read`] began, or, when
+/// `start` was known without reading, in a transaction begun by the write itself.
+async fn write(
+    c: &mut AnyConnection,
+    batch: &[(&NewMessage, &AuditRecord)],
+    unsynced: bool,
+    start: Start,
+    known: Option<&mut Known>,
+) -> StoreResult<Vec<Sent>> {
     for (m, _) in batch {
-        let ok = members
+        let ok = start
+            .members
             .get(&m.conversation_id)
             .is_some_and(|(org, us)| *org == m.org_id && us.contains(&m.sender_id));
         if !ok {
@@ -100,7 +213,7 @@ async fn store_and_commit(
     let mut repeat_of: Vec<Option<Repeat>> = Vec::with_capacity(batch.len());
     for (i, (m, _)) in batch.iter().enumerate() {
         let key = (m.conversation_id, m.sender_id, m.idempotency_key.as_str());
-        repeat_of.push(match earlier.get(&(key.0, key.1, key.2.to_owned())) {
+        repeat_of.push(match start.earlier.get(&(key.0, key.1, key.2.to_owned())) {
             Some(stored) => Some(Repeat::Stored(*stored)),
             None => first_in_batch.get(&key).map(|j| Repeat::InBatch(*j)).or_else(|| {
                 first_in_batch.insert(key, i);
@@ -109,26 +222,42 @@ async fn store_and_commit(
         });
     }
     let fresh: Vec<usize> = (0..batch.len()).filter(|i| repeat_of[*i].is_none()).collect();
-    for i in &fresh {
-        claim_attachments(c, batch[*i].0).await?;
-    }
-    let seqs = take_seqs(c, batch, &fresh).await?;
+    let counts = count_per_conv(batch, &fresh);
     let mut script = Script::for_connection(c);
+    let after = match &start.last_seq {
+        Some(known) => {
+            // Nothing was read, so nothing was begun: the writes begin and number too.
+            begin(&mut script, unsynced);
+            queue_take_seqs(&mut script, &counts, false);
+            counts.iter().map(|(conv, _, n, _)| (*conv, known[conv] + n)).collect()
+        }
+        None => {
+            for i in &fresh {
+                claim_attachments(c, batch[*i].0).await?;
+            }
+            take_seqs(c, &counts).await?
+        }
+    };
+    let seqs = number(batch, &fresh, &counts, &after);
     insert_rows(&mut script, batch, &fresh, &seqs);
     let recs: Vec<_> = fresh.iter().map(|i| (batch[*i].1, batch[*i].0.now)).collect();
+    let mut log = start.log.clone();
     log.append_many(&mut script, &recs)?;
     log.finish(&mut script);
     script.statement(|_| "COMMIT".to_owned());
-    // The only unique key a fresh send can collide on: event and audit sequence numbers were
-    // taken under row locks above.
+    // The only unique key a fresh send can collide on once read: event and audit sequence
+    // numbers were taken under row locks. (Unread, stale knowledge collides too; see Known.)
     let writing = std::time::Instant::now();
     script.run_or_conflict(c, "idempotency_key").await?;
     metrics::histogram!("haven_store_group_commit_write_seconds").record(writing.elapsed().as_secs_f64());
+    if let Some(k) = known {
+        k.learn(&start, log, &after);
+    }
 
     let mut out: Vec<Option<Sent>> = vec![None; batch.len()];
     for (i, seq) in fresh.iter().zip(&seqs) {
         let m = batch[*i].0;
-        let recipients = members[&m.conversation_id].1.clone();
+        let recipients = start.members[&m.conversation_id].1.clone();
         out[*i] = Some(Sent { event: stored_event(m, *seq)?, recipients, created: true });
     }
     for i in 0..batch.len() {
@@ -244,14 +373,12 @@ async fn claim_attachments(c: &mut AnyConnection, m: &NewMessage) -> StoreResult
     Ok(())
 }
 
-/// The sequence numbers of the fresh sends, in batch order: one update per conversation takes
-/// as many numbers as it has sends (and its row lock until commit).
-async fn take_seqs(
-    c: &mut AnyConnection,
-    batch: &[(&NewMessage, &AuditRecord)],
-    fresh: &[usize],
-) -> StoreResult<Vec<i64>> {
-    let mut per_conv: Vec<(ConversationId, OrgId, i64, i64)> = Vec::new();
+/// Per conversation of the fresh sends, in order of first appearance: its organisation, how
+/// many numbers they take, and the newest send time.
+type Counts = Vec<(ConversationId, OrgId, i64, i64)>;
+
+fn count_per_conv(batch: &[(&NewMessage, &AuditRecord)], fresh: &[usize]) -> Counts {
+    let mut per_conv: Counts = Vec::new();
     for i in fresh {
         let m = batch[*i].0;
         match per_conv.iter_mut().find(|(conv, ..)| *conv == m.conversation_id) {
@@ -262,44 +389,75 @@ async fn take_seqs(
             None => per_conv.push((m.conversation_id, m.org_id, 1, ms(m.now))),
         }
     }
-    if per_conv.is_empty() {
-        return Ok(Vec::new());
+    per_conv
+}
+
+/// Queues one update for every conversation of the batch that takes as many numbers as it
+/// has fresh sends (and its row lock until commit); with `returning`, its rows give each
+/// conversation's last number after it.
+fn queue_take_seqs(script: &mut Script, counts: &Counts, returning: bool) {
+    if counts.is_empty() {
+        return;
     }
-    // One statement for every conversation of the batch (VALUES columns are named column1,
-    // column2, ... on both backends; the casts give PostgreSQL the parameters' types).
-    let rows: Vec<String> = (0..per_conv.len())
-        .map(|r| {
-            let p = 4 * r;
-            format!("(${}, ${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT))", p + 1, p + 2, p + 3, p + 4)
-        })
-        .collect();
-    let sql = format!(
-        "UPDATE conversations AS c SET last_seq = c.last_seq + v.column3, last_activity_at = v.column4
-         FROM (VALUES {}) AS v WHERE c.id = v.column1 AND c.org_id = v.column2 RETURNING id, last_seq",
-        rows.join(", ")
-    );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (conv, org, count, at) in &per_conv {
-        q = q.bind(conv.to_string()).bind(org.to_string()).bind(*count).bind(*at);
+    // VALUES columns are named column1, column2, ... on both backends; the casts give
+    // PostgreSQL the parameters' types.
+    script.statement(|m| {
+        let rows: Vec<String> = counts
+            .iter()
+            .map(|_| {
+                format!(
+                    "({}, {}, CAST({} AS BIGINT), CAST({} AS BIGINT))",
+                    m.next(),
+                    m.next(),
+                    m.next(),
+                    m.next()
+                )
+            })
+            .collect();
+        format!(
+            "UPDATE conversations AS c SET last_seq = c.last_seq + v.column3, last_activity_at = v.column4
+             FROM (VALUES {}) AS v WHERE c.id = v.column1 AND c.org_id = v.column2{}",
+            rows.join(", "),
+            if returning { " RETURNING id, last_seq" } else { "" }
+        )
+    });
+    for (conv, org, count, at) in counts {
+        script.bind(conv.to_string()).bind(org.to_string()).bind(*count).bind(*at);
     }
-    let mut next: HashMap<ConversationId, i64> = HashMap::new();
-    for row in q.fetch_all(&mut *c).await? {
-        let id: String = get(&row, "id")?;
-        let conv: ConversationId = id.parse().map_err(|_| StoreError::Corrupt("conversation id"))?;
-        let count = per_conv.iter().find(|(c, ..)| *c == conv).map(|e| e.2).ok_or(StoreError::NotFound)?;
-        next.insert(conv, get::<i64>(&row, "last_seq")? - count + 1);
+}
+
+/// Takes the numbers in a round trip of its own; returns each conversation's last number.
+async fn take_seqs(c: &mut AnyConnection, counts: &Counts) -> StoreResult<HashMap<ConversationId, i64>> {
+    let mut script = Script::for_connection(c);
+    queue_take_seqs(&mut script, counts, true);
+    let mut after = HashMap::new();
+    for row in script.fetch_all(c).await? {
+        after.insert(id(&get::<String>(&row, "id")?)?, get::<i64>(&row, "last_seq")?);
     }
-    if next.len() != per_conv.len() {
+    if after.len() != counts.len() {
         return Err(StoreError::NotFound);
     }
-    Ok(fresh
+    Ok(after)
+}
+
+/// The sequence numbers of the fresh sends, in batch order, given each conversation's last
+/// number after the batch.
+fn number(
+    batch: &[(&NewMessage, &AuditRecord)],
+    fresh: &[usize],
+    counts: &Counts,
+    after: &HashMap<ConversationId, i64>,
+) -> Vec<i64> {
+    let mut next: HashMap<ConversationId, i64> =
+        counts.iter().map(|(conv, _, n, _)| (*conv, after[conv] - n + 1)).collect();
+    fresh
         .iter()
         .map(|i| {
-            let n = next.get_mut(&batch[*i].0.conversation_id).expect("counted above");
+            let n = next.get_mut(&batch[*i].0.conversation_id).expect("counted");
             *n += 1;
             *n - 1
         })
-        .collect())
+        .collect()
 }
 
 /// Queues the event, message and version rows of the fresh sends, and the senders' own

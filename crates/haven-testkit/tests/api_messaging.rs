@@ -378,14 +378,71 @@ both_backends!(a_failing_send_among_concurrent_sends_fails_alone, |b: Backend| a
     // and its head is the root over every entry.
     let store = s.app.store();
     assert!(store.commits_durably().await.unwrap(), "group commit gave the write connection back relaxed");
+    let raw = intact_audit_log(&s).await;
+    let sends = raw[audit_before as usize..].iter().filter(|r| r.entry.contains("\"message-send\"")).count();
+    assert_eq!(sends as i64, sent, "one audit entry per stored message, none for a refused one");
+});
+
+/// The whole audit log, after checking it is gap-free and its head is the root over every entry.
+async fn intact_audit_log(s: &TestServer) -> Vec<haven_store::RawAuditEntry> {
+    let store = s.app.store();
     let head = store.audit_head().await.unwrap();
     let raw = store.audit_raw(0, head.size as i64, 100_000).await.unwrap();
     let seqs: Vec<i64> = raw.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=head.size as i64).collect::<Vec<_>>());
-    let sends = raw[audit_before as usize..].iter().filter(|r| r.entry.contains("\"message-send\"")).count();
-    assert_eq!(sends as i64, sent, "one audit entry per stored message, none for a refused one");
     let leaves: Vec<_> = raw.iter().map(|r| haven_audit::merkle::leaf_hash(r.entry.as_bytes())).collect();
     assert_eq!(haven_audit::merkle::root(&leaves), head.root);
+    raw
+}
+
+both_backends!(sends_notice_changes_made_behind_the_writers_back, |b: Backend| async move {
+    // On SQLite the group-commit writer remembers the audit head, members and sequence numbers
+    // of the conversations it wrote to, and writes the next batch without reading them. A
+    // change it did not make (here a second node on the same database removes a member) must
+    // be noticed: never a reused sequence number or audit entry, never a removed member's send.
+    let s = TestServer::start(b).await;
+    let o = org(&s, "Riverside").await;
+    let (alice_u, a) = signed_in(&s, o, "alice", Role::Clinician).await;
+    let (bob_u, bob) = signed_in(&s, o, "bob", Role::Nurse).await;
+    let (carol_u, _) = signed_in(&s, o, "carol", Role::Nurse).await;
+    let (st, c) = s
+        .post(
+            "/api/v1/conversations",
+            Some(&a),
+            json!({"kind": "group", "title": "Ward 4", "members": [bob_u.id, carol_u.id]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{c}");
+    let conv = c["id"].as_str().unwrap().to_owned();
+    for (tok, key) in [(&a, "k-1"), (&bob, "k-2")] {
+        let (st, e) = send(&s, tok, &conv, key, json!({"body": key})).await;
+        assert_eq!(st, 201, "{e}");
+    }
+
+    let node = s.another_app().await;
+    let rec = haven_domain::audit::AuditRecord::new(
+        Some(o),
+        "messaging",
+        "member-remove",
+        haven_domain::audit::AuditAction::U,
+        haven_domain::audit::AuditOutcome::Success,
+        haven_domain::audit::AuditAgent::default(),
+    );
+    let conv_id = conv.parse().unwrap();
+    node.store().remove_member(o, conv_id, alice_u.id, bob_u.id, s.clock.now(), &rec).await.unwrap();
+
+    let (st, e) = send(&s, &bob, &conv, "k-3", json!({"body": "still here?"})).await;
+    assert_eq!((st, e["code"].as_str()), (404, Some("not_found")), "{e}");
+    let (st, e) = send(&s, &a, &conv, "k-4", json!({"body": "after"})).await;
+    assert_eq!((st, e["seq"].as_i64()), (201, Some(5)), "after the removal's number 4: {e}");
+    let (st, e) = send(&s, &a, &conv, "k-1", json!({"body": "k-1"})).await;
+    assert_eq!((st, e["seq"].as_i64()), (200, Some(2)), "a resend still answers the first: {e}");
+    let h = history(&s, &a, &conv).await;
+    let seqs: Vec<i64> = h.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    assert_eq!(h[3]["type"], "member_removed", "{}", h[3]);
+    let raw = intact_audit_log(&s).await;
+    assert!(raw.iter().any(|r| r.entry.contains("\"member-remove\"")));
 });
 
 both_backends!(
