@@ -183,7 +183,7 @@ pub fn chat_load(
     let d = |i: usize| (after[i].0 - before.1[i].0, after[i].1 - before.1[i].1);
     let ((sends, batches), (batch_s, _), (commit_s, commits)) = (d(0), d(1), d(2));
     let ((in_writer_s, writer_sends), (handler_s, requests), (sync_s, syncs)) = (d(3), d(4), d(5));
-    let (unread, _) = d(6);
+    let ((queued_s, queued), (wal_wait_s, wal_waits), (unread, _)) = (d(6), d(7), d(8));
     result.writer = json!({
         "batches": batches,
         "mean_batch_size": sends / batches.max(1.0),
@@ -192,6 +192,8 @@ pub fn chat_load(
         "mean_send_in_writer_ms": in_writer_s * 1e3 / writer_sends.max(1.0),
         "mean_send_request_ms": handler_s * 1e3 / requests.max(1.0),
         "unread_batches": unread,
+        "mean_send_queued_ms": queued_s * 1e3 / queued.max(1.0),
+        "mean_batch_wal_wait_ms": wal_wait_s * 1e3 / wal_waits.max(1.0),
         "wal_syncs": syncs,
         "mean_wal_sync_ms": sync_s * 1e3 / syncs.max(1.0),
     });
@@ -201,8 +203,9 @@ pub fn chat_load(
 /// The group-commit writer's histograms (sum, count): batch sizes, batch times, the times of
 /// each batch's last round trip (its writes and the commit), each send's time in the writer
 /// (its wait and its batch), the server's time for each send request, and the fsyncs of the
-/// SQLite write-ahead log that answered batches (none on PostgreSQL); last, the count of batches
-/// written without reading first.
+/// SQLite write-ahead log that answered batches (none on PostgreSQL), each send's wait before its
+/// batch began, each batch's wait for its fsync; last, the count of batches written without
+/// reading first.
 fn writer_totals(ctx: &Ctx, server: &server::Server) -> Vec<(f64, f64)> {
     let text = ctx.rt.block_on(async {
         let resp = reqwest::get(format!("{}/metrics", server.base)).await.ok()?;
@@ -223,7 +226,10 @@ fn writer_totals(ctx: &Ctx, server: &server::Server) -> Vec<(f64, f64)> {
         "http_request_duration_seconds",
         &[r#"method="POST""#, r#"route="/api/v1/conversations/{id}/messages""#],
     ));
-    totals.extend(server::histograms(&text, &["haven_store_wal_sync_seconds"]));
+    totals.extend(server::histograms(
+        &text,
+        &["haven_store_wal_sync_seconds", "haven_store_send_queued_seconds", "haven_store_wal_wait_seconds"],
+    ));
     // A counter, kept as (count, 1) beside the histograms.
     totals.push((server::counter(&text, "haven_store_group_commit_unread_batches_total"), 1.0));
     totals
@@ -244,11 +250,16 @@ pub fn print_writer(w: &Value) {
         w["mean_send_request_ms"].as_f64().unwrap_or(0.0),
         w["mean_send_in_writer_ms"].as_f64().unwrap_or(0.0),
     );
+    println!(
+        "  a send waits {:.2} ms for its batch to begin",
+        w["mean_send_queued_ms"].as_f64().unwrap_or(0.0)
+    );
     if w["wal_syncs"].as_f64().unwrap_or(0.0) > 0.0 {
         println!(
-            "  WAL fsyncs: {:.0}, {:.2} ms each",
+            "  WAL fsyncs: {:.0}, {:.2} ms each; a batch waits {:.2} ms from its commit to its answers",
             w["wal_syncs"].as_f64().unwrap_or(0.0),
             w["mean_wal_sync_ms"].as_f64().unwrap_or(0.0),
+            w["mean_batch_wal_wait_ms"].as_f64().unwrap_or(0.0),
         );
     }
 }

@@ -31,7 +31,8 @@ type Answers<T> = Vec<(oneshot::Sender<StoreResult<T>>, T)>;
 
 /// The handle to the syncing thread. Dropping it ends the thread after its last answers.
 pub(crate) struct WalSync<T> {
-    queue: mpsc::Sender<Answers<T>>,
+    /// Each batch's answers, with when they were handed over.
+    queue: mpsc::Sender<(Instant, Answers<T>)>,
     failed: Arc<AtomicBool>,
 }
 
@@ -53,7 +54,7 @@ impl<T: Send + 'static> WalSync<T> {
 
     /// Answers `answers` after the next fsync of the log.
     pub(crate) fn answer_when_durable(&self, answers: Answers<T>) {
-        if let Err(mpsc::SendError(answers)) = self.queue.send(answers) {
+        if let Err(mpsc::SendError((_, answers))) = self.queue.send((Instant::now(), answers)) {
             // The thread is gone (it cannot panic; this is shutdown): nothing can be promised.
             for (reply, _) in answers {
                 let _ = reply.send(Err(not_durable("the log syncing thread has stopped")));
@@ -72,7 +73,7 @@ pub(crate) fn not_durable(why: &str) -> StoreError {
     ))))
 }
 
-fn syncer<T>(wal: PathBuf, rx: mpsc::Receiver<Answers<T>>, failed: Arc<AtomicBool>) {
+fn syncer<T>(wal: PathBuf, rx: mpsc::Receiver<(Instant, Answers<T>)>, failed: Arc<AtomicBool>) {
     let mut log = Log { path: wal, file: None };
     while let Ok(first) = rx.recv() {
         // Everything queued by now was committed before this fsync begins, so it covers all.
@@ -82,9 +83,16 @@ fn syncer<T>(wal: PathBuf, rx: mpsc::Receiver<Answers<T>>, failed: Arc<AtomicBoo
         let outcome =
             if failed.load(Ordering::SeqCst) { Err(io::Error::other(EARLIER_FAILURE)) } else { log.sync() };
         metrics::histogram!("haven_store_wal_sync_seconds").record(began.elapsed().as_secs_f64());
+        let answered = Instant::now();
+        for (handed, _) in &waiting {
+            // A batch's wait for durability: the fsync before its own, if one was running, and
+            // its own.
+            metrics::histogram!("haven_store_wal_wait_seconds").record((answered - *handed).as_secs_f64());
+        }
+        let waiting = waiting.into_iter().flat_map(|(_, answers)| answers);
         match outcome {
             Ok(()) => {
-                for (reply, answer) in waiting.into_iter().flatten() {
+                for (reply, answer) in waiting {
                     let _ = reply.send(Ok(answer));
                 }
             }
@@ -93,7 +101,7 @@ fn syncer<T>(wal: PathBuf, rx: mpsc::Receiver<Answers<T>>, failed: Arc<AtomicBoo
                     tracing::error!(error = %e, "fsync of the SQLite write-ahead log failed; refusing sends until restart");
                 }
                 let why = e.to_string();
-                for (reply, _) in waiting.into_iter().flatten() {
+                for (reply, _) in waiting {
                     let _ = reply.send(Err(not_durable(&why)));
                 }
             }

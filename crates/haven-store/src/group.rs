@@ -38,6 +38,7 @@ const MAX_BATCH: usize = 128;
 const HOLD_FOR: Duration = Duration::from_millis(10);
 
 struct Job {
+    queued: Instant,
     message: NewMessage,
     audit: AuditRecord,
     reply: oneshot::Sender<StoreResult<Sent>>,
@@ -87,7 +88,7 @@ impl GroupCommit {
     pub(crate) async fn send(&self, m: &NewMessage, audit: &AuditRecord) -> StoreResult<Sent> {
         let (reply, answer) = oneshot::channel();
         let queued = Instant::now();
-        let job = Job { message: m.clone(), audit: audit.clone(), reply };
+        let job = Job { queued, message: m.clone(), audit: audit.clone(), reply };
         self.queue.send(job).map_err(|_| stopped())?;
         let answered = answer.await.map_err(|_| stopped())?;
         // Waiting for the batch before, then this send's own batch: with the batch times, this
@@ -132,6 +133,10 @@ async fn writer(
             let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
             metrics::histogram!("haven_store_group_commit_batch_size").record(batch.len() as f64);
             let began = Instant::now();
+            for job in &batch {
+                metrics::histogram!("haven_store_send_queued_seconds")
+                    .record((began - job.queued).as_secs_f64());
+            }
             let rerun = if batch.len() == 1 {
                 batch
             } else {
