@@ -2,9 +2,14 @@
 //! connection's thread and back, and in a group-commit batch those hand-offs cost more than the
 //! SQL; SQLite runs a string of statements in one call, binding `?` placeholders in order
 //! across all of them, so a script is one hand-off there. PostgreSQL's extended protocol takes
-//! one statement per prepare, so there each statement runs on its own, numbered `$1..`.
-//! Either way the statements run in order on the caller's connection (inside its transaction),
-//! and the first failure stops the rest.
+//! one statement per prepare, and each is a network round trip; there consecutive writes
+//! (`INSERT`, `UPDATE` or `DELETE` without `RETURNING`) are sent as one statement, all but the
+//! last as data-modifying `WITH` clauses, which PostgreSQL runs exactly once each, to
+//! completion, with constraints checked at the end of the statement; the others run on their
+//! own, numbered `$1..`. Either way the statements run in order on the caller's connection
+//! (inside its transaction), and the first failure stops the rest. Joined writes see the
+//! database as it was before all of them, so a script must not join a write that depends on
+//! an earlier one's effect, nor change one row twice.
 
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, AnyConnection, Arguments, Encode, Type};
@@ -14,9 +19,59 @@ use crate::StoreResult;
 /// Writes queued to run together; see the module documentation.
 pub(crate) struct Script {
     joined: bool,
-    /// The joined script (SQLite), or one entry per statement (PostgreSQL).
-    statements: Vec<(String, AnyArguments)>,
+    /// The joined script (SQLite), or one entry per statement sent (PostgreSQL).
+    statements: Vec<Entry>,
     error: Option<String>,
+}
+
+/// One statement as sent.
+struct Entry {
+    /// Its last (or only) part.
+    sql: String,
+    /// Earlier writes joined to it as `WITH` clauses (PostgreSQL).
+    ctes: Vec<String>,
+    args: AnyArguments,
+    /// Placeholders so far (PostgreSQL).
+    params: usize,
+    /// Whether a following write may join it.
+    open: bool,
+}
+
+impl Entry {
+    fn text(self) -> (String, AnyArguments) {
+        if self.ctes.is_empty() {
+            return (self.sql, self.args);
+        }
+        let ctes: Vec<String> = self.ctes.iter().enumerate().map(|(i, c)| format!("w{i} AS ({c})")).collect();
+        (format!("WITH {}\n{}", ctes.join(",\n"), self.sql), self.args)
+    }
+}
+
+/// The most placeholders in one joined statement (PostgreSQL allows 65,535).
+const MAX_JOINED_PARAMS: usize = 30_000;
+
+/// Whether a statement can join others as a `WITH` clause: a write whose rows nobody reads.
+fn joinable(sql: &str) -> bool {
+    let head = sql.trim_start().get(..6).unwrap_or("").to_ascii_uppercase();
+    matches!(head.as_str(), "INSERT" | "UPDATE" | "DELETE") && !sql.to_ascii_uppercase().contains("RETURNING")
+}
+
+/// `sql` with every placeholder `$n` renumbered `$(n + by)`.
+fn shift(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Placeholders of one statement, in the order their values are bound.
@@ -57,20 +112,33 @@ impl Script {
     /// Adds a statement; `sql` writes it with placeholders from the given marks, and its
     /// values follow through [`Script::bind`] in the same order.
     pub(crate) fn statement(&mut self, sql: impl FnOnce(&mut Marks) -> String) -> &mut Self {
-        let text = sql(&mut Marks { joined: self.joined, next: 0 });
+        let mut marks = Marks { joined: self.joined, next: 0 };
+        let text = sql(&mut marks);
+        let open = !self.joined && joinable(&text);
         match self.statements.last_mut() {
-            Some((joined, _)) if self.joined => {
-                joined.push_str(";\n");
-                joined.push_str(&text);
+            Some(last) if self.joined => {
+                last.sql.push_str(";\n");
+                last.sql.push_str(&text);
             }
-            _ => self.statements.push((text, AnyArguments::default())),
+            Some(last) if open && last.open && last.params + marks.next <= MAX_JOINED_PARAMS => {
+                let text = shift(&text, last.params);
+                last.ctes.push(std::mem::replace(&mut last.sql, text));
+                last.params += marks.next;
+            }
+            _ => self.statements.push(Entry {
+                sql: text,
+                ctes: Vec::new(),
+                args: AnyArguments::default(),
+                params: marks.next,
+                open,
+            }),
         }
         self
     }
 
     /// Binds the next value of the statement added last.
     pub(crate) fn bind<'t, T: Encode<'t, Any> + Type<Any>>(&mut self, value: T) -> &mut Self {
-        let Some((_, args)) = self.statements.last_mut() else {
+        let Some(Entry { args, .. }) = self.statements.last_mut() else {
             self.error.get_or_insert_with(|| "a value bound before any statement".to_owned());
             return self;
         };
@@ -85,7 +153,8 @@ impl Script {
         if let Some(e) = self.error {
             return Err(sqlx::Error::Protocol(e));
         }
-        for (sql, args) in self.statements {
+        for entry in self.statements {
+            let (sql, args) = entry.text();
             sqlx::query_with(sqlx::AssertSqlSafe(sql), args).execute(&mut *c).await?;
         }
         Ok(())
@@ -97,7 +166,8 @@ impl Script {
             return Err(sqlx::Error::Protocol(e));
         }
         let mut rows = Vec::new();
-        for (sql, args) in self.statements {
+        for entry in self.statements {
+            let (sql, args) = entry.text();
             rows.extend(sqlx::query_with(sqlx::AssertSqlSafe(sql), args).fetch_all(&mut *c).await?);
         }
         Ok(rows)
@@ -106,5 +176,28 @@ impl Script {
     /// [`Script::run`], with a unique violation reported as a conflict on `field`.
     pub(crate) async fn run_or_conflict(self, c: &mut AnyConnection, field: &'static str) -> StoreResult<()> {
         self.run(c).await.map_err(crate::rows::conflict(field))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_renumbered_past_the_earlier_writes() {
+        assert_eq!(
+            shift("VALUES ($1, $2), ($10, CAST($3 AS BIGINT))", 4),
+            "VALUES ($5, $6), ($14, CAST($7 AS BIGINT))"
+        );
+        assert_eq!(shift("no placeholders", 4), "no placeholders");
+    }
+
+    #[test]
+    fn only_writes_whose_rows_nobody_reads_are_joined() {
+        assert!(joinable("INSERT INTO t VALUES ($1)"));
+        assert!(joinable("\n  update t SET a = $1"));
+        assert!(!joinable("UPDATE t SET a = 1 RETURNING a"));
+        assert!(!joinable("SELECT 1"));
+        assert!(!joinable("COMMIT"));
     }
 }
