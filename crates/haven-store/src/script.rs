@@ -5,8 +5,9 @@
 //! one statement per prepare, and each is a network round trip; there consecutive writes
 //! (`INSERT`, `UPDATE` or `DELETE` without `RETURNING`) are sent as one statement, all but the
 //! last as data-modifying `WITH` clauses, which PostgreSQL runs exactly once each, to
-//! completion, with constraints checked at the end of the statement; the others run on their
-//! own, numbered `$1..`. Either way the statements run in order on the caller's connection
+//! completion (unique keys are checked row by row as usual, foreign keys at the end of the
+//! statement, so a row may refer to one inserted beside it); the others run on their own,
+//! numbered `$1..`. Either way the statements run in order on the caller's connection
 //! (inside its transaction), and the first failure stops the rest. Joined writes see the
 //! database as it was before all of them, so a script must not join a write that depends on
 //! an earlier one's effect, nor change one row twice.
@@ -56,7 +57,8 @@ fn joinable(sql: &str) -> bool {
     matches!(head.as_str(), "INSERT" | "UPDATE" | "DELETE") && !sql.to_ascii_uppercase().contains("RETURNING")
 }
 
-/// `sql` with every placeholder `$n` renumbered `$(n + by)`.
+/// `sql` with every placeholder `$n` renumbered `$(n + by)`. Every `$` followed by digits is
+/// taken for a placeholder: the store's SQL has no `$` in literals or names.
 fn shift(sql: &str, by: usize) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     let mut rest = sql;

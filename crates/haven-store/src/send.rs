@@ -32,16 +32,21 @@ use crate::{StoreError, StoreResult, touched};
 /// sequence number. Kept only where the writer's connection is the process's one write
 /// connection (SQLite): then between its batches nothing in the process changes any of that
 /// without appending to the audit log, since every change to members or sequence numbers is
-/// audited, and takes a sequence number of its conversation too. A batch whose conversations
-/// are all known is written without reading anything first: one round trip instead of three.
-/// If something did change (in this process or another one), the batch's first audit entry
-/// collides with the entry written since, and its events with the events; the batch rolls
-/// back, what is known is forgotten, and the batch runs again with the reads.
+/// audited, or takes a sequence number of its conversation (most do both; an inbound text
+/// only takes a number). A batch whose conversations are all known is written without reading
+/// anything first: one round trip instead of three. If something did change (in this process
+/// or another one), the batch's first audit entry collides with the entry written since, or
+/// its events with the events; the batch rolls back, what is known is forgotten, and the
+/// batch runs again with the reads. A fast-path batch always has a fresh send (nothing is
+/// read, so no send is a repeat of a stored one), so it always writes both.
 #[derive(Default)]
 pub(crate) struct Known {
     log: Option<Appender>,
     convs: HashMap<ConversationId, KnownConv>,
 }
+
+/// The most conversations the writer remembers at once.
+const KNOWN_CONVERSATIONS: usize = 10_000;
 
 struct KnownConv {
     org: OrgId,
@@ -70,8 +75,11 @@ impl Known {
     /// Takes in a committed batch: the head it started from, the head after it, and the last
     /// sequence number of each conversation it numbered.
     fn learn(&mut self, start: &Start, log: Appender, after: &HashMap<ConversationId, i64>) {
-        if self.log.as_ref().map(Appender::size) != Some(start.log.size()) {
+        if self.log.as_ref().map(Appender::size) != Some(start.log.size())
+            || self.convs.len() >= KNOWN_CONVERSATIONS
+        {
             // Someone else appended since: what is known of other conversations may be stale.
+            // (Or it has grown large: the conversations still busy are learnt again.)
             self.convs.clear();
         }
         self.log = Some(log);
@@ -121,9 +129,11 @@ pub(crate) async fn send_batch(
                 metrics::counter!("haven_store_group_commit_unread_batches_total").increment(1);
                 return Ok(sent);
             }
-            Err(_) => {
+            Err(e) => {
                 // Stale knowledge, or a send repeating a stored idempotency key: read and
                 // run it again (a real failure fails again below).
+                tracing::debug!(error = %e, "a batch written from what the writer knew failed; running it with reads");
+                metrics::counter!("haven_store_group_commit_guesses_failed_total").increment(1);
                 abandon(c).await;
                 k.forget();
             }
