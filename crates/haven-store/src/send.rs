@@ -255,6 +255,10 @@ async fn write(
     log.append_many(&mut script, &recs)?;
     log.finish(&mut script);
     script.statement(|_| "COMMIT".to_owned());
+    // Every answer is made before the commit, so nothing after it can fail: a batch that
+    // failed after committing would be run again, and its sends answered as repeats, which
+    // are not delivered.
+    let answers = answers(c, batch, &repeat_of, &fresh, &seqs, &start).await?;
     // The only unique key a fresh send can collide on once read: event and audit sequence
     // numbers were taken under row locks. (Unread, stale knowledge collides too; see Known.)
     let writing = std::time::Instant::now();
@@ -263,9 +267,21 @@ async fn write(
     if let Some(k) = known {
         k.learn(&start, log, &after);
     }
+    Ok(answers)
+}
 
+/// The answer to each send of the batch, in order: its event and recipients when fresh; the
+/// first message's event, with no one to deliver it to, when it repeats one.
+async fn answers(
+    c: &mut AnyConnection,
+    batch: &[(&NewMessage, &AuditRecord)],
+    repeat_of: &[Option<Repeat>],
+    fresh: &[usize],
+    seqs: &[i64],
+    start: &Start,
+) -> StoreResult<Vec<Sent>> {
     let mut out: Vec<Option<Sent>> = vec![None; batch.len()];
-    for (i, seq) in fresh.iter().zip(&seqs) {
+    for (i, seq) in fresh.iter().zip(seqs) {
         let m = batch[*i].0;
         let recipients = start.members[&m.conversation_id].1.clone();
         out[*i] = Some(Sent { event: stored_event(m, *seq)?, recipients, created: true });
@@ -277,7 +293,7 @@ async fn write(
                 out[j].as_ref().map(|s| s.event.clone()).ok_or(StoreError::NotFound)?
             }
             Some(Repeat::Stored(msg)) => {
-                // Committed already; the first message is read as it now stands.
+                // Committed by an earlier transaction; read as it now stands.
                 let m = batch[i].0;
                 let first = message_in(c, m.org_id, m.conversation_id, msg).await?;
                 let (seq, at) = (first.seq, first.created_at);
