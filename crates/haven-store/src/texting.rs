@@ -3,6 +3,8 @@
 //! ledger inside the transaction that commits it (queueing, claiming for the gateway, answering
 //! a keyword), so an opt-out committed first always wins.
 
+use std::collections::HashMap;
+
 use haven_domain::audit::AuditRecord;
 use haven_domain::sms::{ConsentSource, ConsentState, ConsentStatus, Purpose, TextKind, TextStatus};
 use haven_domain::{ConsentId, ConversationId, InboundTextId, OrgId, PatientId, TextId, UserId};
@@ -11,6 +13,7 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use crate::rows::{flag, get, id, ms, ts};
+use crate::script::Script;
 use crate::{Store, StoreError, StoreResult};
 
 /// An organisation's gateway as stored (settings sealed under the organisation key).
@@ -275,18 +278,85 @@ fn text_row(row: &AnyRow) -> StoreResult<StoredText> {
 
 /// The number's consent as of now, read inside the caller's transaction.
 async fn consent_status(c: &mut AnyConnection, org: OrgId, phone_index: &[u8]) -> StoreResult<ConsentStatus> {
-    let rows = sqlx::query(
-        "SELECT purpose, state FROM consent_ledger WHERE org_id = $1 AND phone_index = $2 ORDER BY seq",
-    )
-    .bind(org.to_string())
-    .bind(phone_index.to_vec())
-    .fetch_all(&mut *c)
-    .await?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for row in &rows {
-        entries.push((scope(&get::<String>(row, "purpose")?)?, consent_state(row)?));
+    let mut one = consent_statuses(c, [(org, phone_index)]).await?;
+    Ok(one.remove(&(org, phone_index.to_vec())).unwrap_or_default())
+}
+
+/// The consent of each of several numbers as of now, read in one statement inside the
+/// caller's transaction; a number with no entries has the default (never asked).
+async fn consent_statuses<'a>(
+    c: &mut AnyConnection,
+    numbers: impl IntoIterator<Item = (OrgId, &'a [u8])>,
+) -> StoreResult<HashMap<(OrgId, Vec<u8>), ConsentStatus>> {
+    let mut numbers: Vec<(OrgId, &[u8])> = numbers.into_iter().collect();
+    numbers.sort();
+    numbers.dedup();
+    if numbers.is_empty() {
+        return Ok(HashMap::new());
     }
-    Ok(ConsentStatus::fold(entries))
+    let mut read = Script::for_connection(c);
+    read.statement(|m| {
+        let terms: Vec<String> = numbers
+            .iter()
+            .map(|_| format!("(org_id = {} AND phone_index = {})", m.next(), m.next()))
+            .collect();
+        format!(
+            "SELECT org_id, phone_index, purpose, state FROM consent_ledger WHERE {} ORDER BY seq",
+            terms.join(" OR ")
+        )
+    });
+    for (org, phone) in &numbers {
+        read.bind(org.to_string()).bind(phone.to_vec());
+    }
+    let mut entries: HashMap<(OrgId, Vec<u8>), Vec<_>> = HashMap::new();
+    for row in read.fetch_all(c).await? {
+        let key = (id(&get::<String>(&row, "org_id")?)?, get::<Vec<u8>>(&row, "phone_index")?);
+        entries
+            .entry(key)
+            .or_default()
+            .push((scope(&get::<String>(&row, "purpose")?)?, consent_state(&row)?));
+    }
+    Ok(entries.into_iter().map(|(k, e)| (k, ConsentStatus::fold(e))).collect())
+}
+
+/// Leases the texts to this node in one compare-and-set on each text's status and lease, so
+/// two nodes never both take one; returns those it took.
+async fn take_leases(
+    c: &mut AnyConnection,
+    texts: Vec<(StoredText, Option<i64>)>,
+    now: Timestamp,
+    lease: SignedDuration,
+) -> StoreResult<Vec<StoredText>> {
+    if texts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut update = Script::for_connection(c);
+    update.statement(|m| {
+        let (until, at) = (m.next(), m.next());
+        format!(
+            "UPDATE sms_outbox AS o SET status = 'sending', lease_until = {until}, claimed_at = COALESCE(o.claimed_at, {at})
+             FROM (VALUES {}) AS v
+             WHERE o.id = v.column1 AND o.status = v.column2 AND COALESCE(o.lease_until, 0) = v.column3 RETURNING id",
+            (0..texts.len())
+                .map(|_| format!("({}, {}, CAST({} AS BIGINT))", m.next(), m.next(), m.next()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    update.bind(ms(now + lease)).bind(ms(now));
+    for (text, lease_until) in &texts {
+        update.bind(text.id.to_string()).bind(text.status.as_str()).bind(lease_until.unwrap_or(0));
+    }
+    let taken: std::collections::HashSet<String> =
+        update.fetch_all(c).await?.iter().map(|r| get::<String>(r, "id")).collect::<StoreResult<_>>()?;
+    Ok(texts
+        .into_iter()
+        .filter(|(t, _)| taken.contains(&t.id.to_string()))
+        .map(|(mut t, _)| {
+            t.claimed_at = t.claimed_at.or(Some(now));
+            t
+        })
+        .collect())
 }
 
 pub(crate) async fn insert_consent(c: &mut AnyConnection, r: &ConsentRow) -> StoreResult<()> {
@@ -572,12 +642,17 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await?;
-        let mut claimed = Vec::new();
-        let mut cancelled = Vec::new();
+        let mut texts = Vec::with_capacity(rows.len());
         for row in &rows {
-            let mut text = text_row(row)?;
-            let lease_until: Option<i64> = get(row, "lease_until")?;
-            let status = consent_status(&mut tx, text.org_id, &text.phone_index).await?;
+            texts.push((text_row(row)?, get::<Option<i64>>(row, "lease_until")?));
+        }
+        let statuses =
+            consent_statuses(&mut tx, texts.iter().map(|(t, _)| (t.org_id, t.phone_index.as_slice())))
+                .await?;
+        let mut to_claim = Vec::new();
+        let mut cancelled = Vec::new();
+        for (text, lease_until) in texts {
+            let status = statuses.get(&(text.org_id, text.phone_index.clone())).cloned().unwrap_or_default();
             if let Some(why) = refusal(&status, text.kind, text.purpose) {
                 let done = sqlx::query(
                     "UPDATE sms_outbox SET status = 'cancelled', error_code = $2, status_at = $3, lease_until = NULL
@@ -604,23 +679,9 @@ impl Store {
                     .await?;
                 continue;
             }
-            // Compare-and-set on the lease, so two nodes never both take a text.
-            let done = sqlx::query(
-                "UPDATE sms_outbox SET status = 'sending', lease_until = $2, claimed_at = COALESCE(claimed_at, $3)
-                 WHERE id = $1 AND status = $4 AND COALESCE(lease_until, 0) = $5",
-            )
-            .bind(text.id.to_string())
-            .bind(ms(now + lease))
-            .bind(ms(now))
-            .bind(text.status.as_str())
-            .bind(lease_until.unwrap_or(0))
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1 {
-                text.claimed_at = text.claimed_at.or(Some(now));
-                claimed.push(text);
-            }
+            to_claim.push((text, lease_until));
         }
+        let claimed = take_leases(&mut tx, to_claim, now, lease).await?;
         crate::audit::append_all(&mut tx, &cancelled, now).await?;
         tx.commit().await?;
         Ok(claimed)
@@ -635,27 +696,36 @@ impl Store {
         sent: &[(TextId, &str, &str, &AuditRecord)],
         now: Timestamp,
     ) -> StoreResult<Vec<TextId>> {
-        let mut tx = self.write.begin().await?;
-        let mut recorded = Vec::new();
-        let mut recs = Vec::new();
-        for (text, provider, provider_id, rec) in sent {
-            let done = sqlx::query(
-                "UPDATE sms_outbox SET status = 'sent', provider = $2, provider_id = $3, sent_at = $4, status_at = $4,
-                    lease_until = NULL, error_code = NULL
-                 WHERE id = $1 AND status = 'sending'",
-            )
-            .bind(text.to_string())
-            .bind(*provider)
-            .bind(*provider_id)
-            .bind(ms(now))
-            .execute(&mut *tx)
-            .await
-            .map_err(crate::rows::conflict("provider_id"))?;
-            if done.rows_affected() == 1 {
-                recorded.push(*text);
-                recs.push(*rec);
-            }
+        if sent.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut tx = self.write.begin().await?;
+        // One statement for all of them (VALUES columns are named column1.. on both databases);
+        // the rows it returns are the texts that were still being sent.
+        let mut update = Script::for_connection(&tx);
+        update.statement(|m| {
+            let at = (m.next(), m.next());
+            format!(
+                "UPDATE sms_outbox AS o SET status = 'sent', provider = v.column2, provider_id = v.column3,
+                    sent_at = {}, status_at = {}, lease_until = NULL, error_code = NULL
+                 FROM (VALUES {}) AS v WHERE o.id = v.column1 AND o.status = 'sending' RETURNING id",
+                at.0,
+                at.1,
+                m.rows(sent.len(), 3)
+            )
+        });
+        update.bind(ms(now)).bind(ms(now));
+        for (text, provider, provider_id, _) in sent {
+            update.bind(text.to_string()).bind(*provider).bind(*provider_id);
+        }
+        let rows = update.fetch_all(&mut tx).await.map_err(crate::rows::conflict("provider_id"))?;
+        let updated: std::collections::HashSet<String> =
+            rows.iter().map(|r| get::<String>(r, "id")).collect::<StoreResult<_>>()?;
+        let (recorded, recs): (Vec<TextId>, Vec<&AuditRecord>) = sent
+            .iter()
+            .filter(|(text, ..)| updated.contains(&text.to_string()))
+            .map(|(text, _, _, rec)| (*text, *rec))
+            .unzip();
         crate::audit::append_all(&mut tx, recs, now).await?;
         tx.commit().await?;
         Ok(recorded)

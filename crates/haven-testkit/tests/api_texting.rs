@@ -427,3 +427,21 @@ both_backends!(a_scheduled_text_waits_for_its_time_and_then_for_the_window, |b| 
     assert_eq!(t["not_before"], "2026-11-04T13:00:00Z");
     c.s.stop().await;
 });
+
+both_backends!(two_nodes_draining_one_outbox_take_each_text_once, |b| async move {
+    // Both nodes read the due text; the lease is a compare-and-set, so only one takes it.
+    let c = clinic(b).await;
+    let (st, t) = c.text_patient(json!({"purpose": "care"})).await;
+    assert_eq!(st, 202, "{t}");
+    let other = c.s.another_app().await;
+    let (one, two) = tokio::join!(c.s.app.outbox_pass(), other.outbox_pass());
+    // On SQLite the later writer may instead be refused its stale read (and tries again next
+    // pass); either way the text is taken once.
+    let claimed: usize = [one, two].iter().filter_map(|r| r.as_ref().ok()).map(|p| p.claimed).sum();
+    assert_eq!(claimed, 1);
+    c.drain().await;
+    assert_eq!(c.twilio.messages().len(), 1, "sent once");
+    let sent = c.texts().await.into_iter().find(|x| x["id"] == t["id"]).unwrap();
+    assert_eq!(sent["status"], "sent", "{sent}");
+    c.s.stop().await;
+});
