@@ -95,13 +95,24 @@ impl Marks {
 
     /// `(.., ..), (..)`: placeholders for `rows` rows of `cols` values.
     pub(crate) fn rows(&mut self, rows: usize, cols: usize) -> String {
-        (0..rows)
+        self.repeat(rows, &format!("({})", vec!["?"; cols].join(", ")), ", ")
+    }
+
+    /// `template` `n` times, joined by `sep`, each `?` in it replaced by the next placeholder
+    /// (e.g. `repeat(2, "(a = ? AND b = ?)", " OR ")`).
+    pub(crate) fn repeat(&mut self, n: usize, template: &str, sep: &str) -> String {
+        let parts: Vec<String> = (0..n)
             .map(|_| {
-                let cells: Vec<String> = (0..cols).map(|_| self.next()).collect();
-                format!("({})", cells.join(", "))
+                let mut pieces = template.split('?');
+                let mut one = pieces.next().unwrap_or_default().to_owned();
+                for piece in pieces {
+                    one.push_str(&self.next());
+                    one.push_str(piece);
+                }
+                one
             })
-            .collect::<Vec<_>>()
-            .join(", ")
+            .collect();
+        parts.join(sep)
     }
 }
 
@@ -192,6 +203,15 @@ mod tests {
             "VALUES ($5, $6), ($14, CAST($7 AS BIGINT))"
         );
         assert_eq!(shift("no placeholders", 4), "no placeholders");
+    }
+
+    #[test]
+    fn repeated_templates_take_placeholders_in_order() {
+        let mut pg = Marks { joined: false, next: 2 };
+        assert_eq!(pg.repeat(2, "(a = ? AND b = ?)", " OR "), "(a = $3 AND b = $4) OR (a = $5 AND b = $6)");
+        assert_eq!(pg.rows(1, 3), "($7, $8, $9)");
+        let mut sqlite = Marks { joined: true, next: 0 };
+        assert_eq!(sqlite.rows(2, 2), "(?, ?), (?, ?)");
     }
 
     #[test]

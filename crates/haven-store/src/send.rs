@@ -59,17 +59,17 @@ impl Known {
     /// reads of their own, so a batch with any takes the path with reads.
     fn start(&self, batch: &[(&NewMessage, &AuditRecord)]) -> Option<Start> {
         let log = self.log.clone()?;
-        let mut start =
-            Start { log, members: HashMap::new(), earlier: HashMap::new(), last_seq: Some(HashMap::new()) };
+        let mut members = HashMap::new();
+        let mut last_seq = HashMap::new();
         for (m, _) in batch {
             let conv = self.convs.get(&m.conversation_id)?;
             if !m.attachments.is_empty() {
                 return None;
             }
-            start.members.insert(m.conversation_id, (conv.org, conv.members.clone()));
-            start.last_seq.as_mut()?.insert(m.conversation_id, conv.last_seq);
+            members.entry(m.conversation_id).or_insert_with(|| (conv.org, conv.members.clone()));
+            last_seq.insert(m.conversation_id, conv.last_seq);
         }
-        Some(start)
+        Some(Start { log, members, earlier: HashMap::new(), last_seq: Some(last_seq) })
     }
 
     /// Takes in a committed batch: the head it started from, the head after it, and the last
@@ -319,12 +319,11 @@ fn queue_current_members(script: &mut Script, batch: &[(&NewMessage, &AuditRecor
     convs.sort();
     convs.dedup();
     script.statement(|m| {
-        let marks: Vec<String> = convs.iter().map(|_| m.next()).collect();
         format!(
             "SELECT 'member' AS part, conversation_id, org_id, string_agg(user_id, ',' ORDER BY user_id) AS users
              FROM conversation_members WHERE conversation_id IN ({}) AND left_seq IS NULL
              GROUP BY conversation_id, org_id",
-            marks.join(", ")
+            m.repeat(convs.len(), "?", ", ")
         )
     });
     for conv in convs {
@@ -345,20 +344,9 @@ fn member_row(out: &mut HashMap<ConversationId, (OrgId, Vec<UserId>)>, row: &Any
 fn queue_earlier_keys(script: &mut Script, batch: &[(&NewMessage, &AuditRecord)]) {
     // An OR of exact keys: both databases answer each term from the unique index.
     script.statement(|m| {
-        let terms: Vec<String> = batch
-            .iter()
-            .map(|_| {
-                format!(
-                    "(conversation_id = {} AND sender_id = {} AND idempotency_key = {})",
-                    m.next(),
-                    m.next(),
-                    m.next()
-                )
-            })
-            .collect();
         format!(
             "SELECT 'key' AS part, id, conversation_id, sender_id, idempotency_key FROM messages WHERE {}",
-            terms.join(" OR ")
+            m.repeat(batch.len(), "(conversation_id = ? AND sender_id = ? AND idempotency_key = ?)", " OR ")
         )
     });
     for (m, _) in batch {
@@ -428,22 +416,10 @@ fn queue_take_seqs(script: &mut Script, counts: &Counts, returning: bool) {
     // VALUES columns are named column1, column2, ... on both backends; the casts give
     // PostgreSQL the parameters' types.
     script.statement(|m| {
-        let rows: Vec<String> = counts
-            .iter()
-            .map(|_| {
-                format!(
-                    "({}, {}, CAST({} AS BIGINT), CAST({} AS BIGINT))",
-                    m.next(),
-                    m.next(),
-                    m.next(),
-                    m.next()
-                )
-            })
-            .collect();
         format!(
             "UPDATE conversations AS c SET last_seq = c.last_seq + v.column3, last_activity_at = v.column4
              FROM (VALUES {}) AS v WHERE c.id = v.column1 AND c.org_id = v.column2{}",
-            rows.join(", "),
+            m.repeat(counts.len(), "(?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT))", ", "),
             if returning { " RETURNING id, last_seq" } else { "" }
         )
     });

@@ -296,13 +296,9 @@ async fn consent_statuses<'a>(
     }
     let mut read = Script::for_connection(c);
     read.statement(|m| {
-        let terms: Vec<String> = numbers
-            .iter()
-            .map(|_| format!("(org_id = {} AND phone_index = {})", m.next(), m.next()))
-            .collect();
         format!(
             "SELECT org_id, phone_index, purpose, state FROM consent_ledger WHERE {} ORDER BY seq",
-            terms.join(" OR ")
+            m.repeat(numbers.len(), "(org_id = ? AND phone_index = ?)", " OR ")
         )
     });
     for (org, phone) in &numbers {
@@ -337,10 +333,7 @@ async fn take_leases(
             "UPDATE sms_outbox AS o SET status = 'sending', lease_until = {until}, claimed_at = COALESCE(o.claimed_at, {at})
              FROM (VALUES {}) AS v
              WHERE o.id = v.column1 AND o.status = v.column2 AND COALESCE(o.lease_until, 0) = v.column3 RETURNING id",
-            (0..texts.len())
-                .map(|_| format!("({}, {}, CAST({} AS BIGINT))", m.next(), m.next(), m.next()))
-                .collect::<Vec<_>>()
-                .join(", ")
+            m.repeat(texts.len(), "(?, ?, CAST(? AS BIGINT))", ", ")
         )
     });
     update.bind(ms(now + lease)).bind(ms(now));

@@ -35,6 +35,17 @@ async fn direct(s: &TestServer, tok: &str, other: &TestUser) -> String {
     c["id"].as_str().unwrap().to_owned()
 }
 
+/// A group conversation started by `tok`'s user with `members`; its id.
+async fn group(s: &TestServer, tok: &str, title: &str, members: &[&TestUser]) -> String {
+    let ids: Vec<_> = members.iter().map(|u| u.id).collect();
+    let (st, g) = s
+        .post("/api/v1/conversations", Some(tok), json!({"kind": "group", "title": title, "members": ids}))
+        .await;
+    assert_eq!(st, 201, "{g}");
+    assert_eq!(g["title"], title);
+    g["id"].as_str().unwrap().to_owned()
+}
+
 async fn history(s: &TestServer, tok: &str, conv: &str) -> Vec<Value> {
     let (st, page) =
         s.get(&format!("/api/v1/conversations/{conv}/events?after=0&limit=200"), Some(tok)).await;
@@ -198,16 +209,7 @@ both_backends!(membership_changes_are_events_and_bound_what_is_read, |b: Backend
     let (_, a) = signed_in(&s, o, "alice", Role::Clinician).await;
     let (bob_u, bob) = signed_in(&s, o, "bob", Role::Nurse).await;
     let (carol_u, carol) = signed_in(&s, o, "carol", Role::Clinician).await;
-    let (st, g) = s
-        .post(
-            "/api/v1/conversations",
-            Some(&a),
-            json!({"kind": "group", "title": "Ward 4 nights", "members": [bob_u.id]}),
-        )
-        .await;
-    assert_eq!(st, 201, "{g}");
-    assert_eq!(g["title"], "Ward 4 nights");
-    let conv = g["id"].as_str().unwrap().to_owned();
+    let conv = group(&s, &a, "Ward 4 nights", &[&bob_u]).await;
     send(&s, &a, &conv, "before-carol", json!({"body": "said before carol"})).await;
     let (st, e) = s
         .post(&format!("/api/v1/conversations/{conv}/members"), Some(&bob), json!({"user_id": carol_u.id}))
@@ -405,15 +407,7 @@ both_backends!(sends_notice_changes_made_behind_the_writers_back, |b: Backend| a
     let (alice_u, a) = signed_in(&s, o, "alice", Role::Clinician).await;
     let (bob_u, bob) = signed_in(&s, o, "bob", Role::Nurse).await;
     let (carol_u, _) = signed_in(&s, o, "carol", Role::Nurse).await;
-    let (st, c) = s
-        .post(
-            "/api/v1/conversations",
-            Some(&a),
-            json!({"kind": "group", "title": "Ward 4", "members": [bob_u.id, carol_u.id]}),
-        )
-        .await;
-    assert_eq!(st, 201, "{c}");
-    let conv = c["id"].as_str().unwrap().to_owned();
+    let conv = group(&s, &a, "Ward 4", &[&bob_u, &carol_u]).await;
     for (tok, key) in [(&a, "k-1"), (&bob, "k-2")] {
         let (st, e) = send(&s, tok, &conv, key, json!({"body": key})).await;
         assert_eq!(st, 201, "{e}");
