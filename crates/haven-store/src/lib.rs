@@ -250,7 +250,14 @@ impl Store {
     /// Applies pending migrations; returns how many were applied.
     pub async fn migrate(&self) -> StoreResult<usize> {
         let mut conn = self.write.acquire().await?;
-        migrate::run(&mut conn, self.backend).await
+        migrate::run(&mut conn, self.backend, None).await
+    }
+
+    /// Applies pending migrations up to schema `version` only; returns how many were applied.
+    /// For tests of a migration over data written before it.
+    pub async fn migrate_to(&self, version: i64) -> StoreResult<usize> {
+        let mut conn = self.write.acquire().await?;
+        migrate::run(&mut conn, self.backend, Some(version)).await
     }
 
     /// A counter that moves after every change this store makes to sessions, users, roles or

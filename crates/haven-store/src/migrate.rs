@@ -12,6 +12,10 @@ struct Migration {
     name: &'static str,
     sqlite: &'static str,
     postgres: &'static str,
+    /// Whether its SQLite script rebuilds a table others refer to (create the new one, copy,
+    /// drop the old, rename), which SQLite allows only with foreign keys off: they are turned
+    /// off for it, and every reference is checked before it commits.
+    rebuilds: bool,
 }
 
 const MIGRATIONS: &[Migration] = &[
@@ -20,42 +24,56 @@ const MIGRATIONS: &[Migration] = &[
         name: "identity",
         sqlite: include_str!("../migrations/sqlite/0001_identity.sql"),
         postgres: include_str!("../migrations/postgres/0001_identity.sql"),
+        rebuilds: false,
     },
     Migration {
         version: 2,
         name: "messaging",
         sqlite: include_str!("../migrations/sqlite/0002_messaging.sql"),
         postgres: include_str!("../migrations/postgres/0002_messaging.sql"),
+        rebuilds: false,
     },
     Migration {
         version: 3,
         name: "texting",
         sqlite: include_str!("../migrations/sqlite/0003_texting.sql"),
         postgres: include_str!("../migrations/postgres/0003_texting.sql"),
+        rebuilds: false,
     },
     Migration {
         version: 4,
         name: "attachment_policy",
         sqlite: include_str!("../migrations/sqlite/0004_attachment_policy.sql"),
         postgres: include_str!("../migrations/postgres/0004_attachment_policy.sql"),
+        rebuilds: false,
     },
     Migration {
         version: 5,
         name: "patient_thread",
         sqlite: include_str!("../migrations/sqlite/0005_patient_thread.sql"),
         postgres: include_str!("../migrations/postgres/0005_patient_thread.sql"),
+        rebuilds: false,
     },
     Migration {
         version: 6,
         name: "texts_by_patient",
         sqlite: include_str!("../migrations/sqlite/0006_texts_by_patient.sql"),
         postgres: include_str!("../migrations/postgres/0006_texts_by_patient.sql"),
+        rebuilds: false,
     },
     Migration {
         version: 7,
         name: "audit_index_behind",
         sqlite: include_str!("../migrations/sqlite/0007_audit_index_behind.sql"),
         postgres: include_str!("../migrations/postgres/0007_audit_index_behind.sql"),
+        rebuilds: false,
+    },
+    Migration {
+        version: 8,
+        name: "idempotency_key_first",
+        sqlite: include_str!("../migrations/sqlite/0008_idempotency_key_first.sql"),
+        postgres: include_str!("../migrations/postgres/0008_idempotency_key_first.sql"),
+        rebuilds: true,
     },
 ];
 
@@ -63,7 +81,13 @@ fn checksum(sql: &str) -> String {
     data_encoding::HEXLOWER.encode(&Sha256::digest(sql.as_bytes()))
 }
 
-pub(crate) async fn run(conn: &mut AnyConnection, backend: Backend) -> StoreResult<usize> {
+/// Applies every pending migration up to `up_to` (all of them when `None`); returns how many
+/// were applied.
+pub(crate) async fn run(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    up_to: Option<i64>,
+) -> StoreResult<usize> {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS haven_migrations (
             version BIGINT PRIMARY KEY, name TEXT NOT NULL,
@@ -72,43 +96,20 @@ pub(crate) async fn run(conn: &mut AnyConnection, backend: Backend) -> StoreResu
     .execute(&mut *conn)
     .await?;
     let mut applied = 0;
-    for m in MIGRATIONS {
-        let sql = match backend {
-            Backend::Sqlite => m.sqlite,
-            Backend::Postgres => m.postgres,
-        };
-        let mut tx = conn.begin().await?;
-        if backend == Backend::Postgres {
-            // Serialises concurrent starters (several nodes) on the migrations table.
-            sqlx::raw_sql("LOCK TABLE haven_migrations IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+    for m in MIGRATIONS.iter().filter(|m| up_to.is_none_or(|v| m.version <= v)) {
+        let fk_off = backend == Backend::Sqlite && m.rebuilds;
+        if fk_off {
+            // Only outside a transaction does this take effect.
+            sqlx::raw_sql("PRAGMA foreign_keys = OFF").execute(&mut *conn).await?;
         }
-        let existing = sqlx::query("SELECT checksum FROM haven_migrations WHERE version = $1")
-            .bind(m.version)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = existing {
-            let stored: String = row.try_get("checksum")?;
-            if stored != checksum(sql) {
-                return Err(StoreError::Migration(format!(
-                    "migration {} ({}) differs from the one applied to this database",
-                    m.version, m.name
-                )));
-            }
-            continue;
+        let outcome = apply(conn, backend, m, fk_off).await;
+        if fk_off {
+            sqlx::raw_sql("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
         }
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
-        sqlx::query(
-            "INSERT INTO haven_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(m.version)
-        .bind(m.name)
-        .bind(checksum(sql))
-        .bind(jiff::Timestamp::now().as_millisecond())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        tracing::info!(version = m.version, name = m.name, "applied migration");
-        applied += 1;
+        if outcome? {
+            tracing::info!(version = m.version, name = m.name, "applied migration");
+            applied += 1;
+        }
     }
     // Refuse a database written by a newer Haven.
     let newest: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM haven_migrations")
@@ -123,4 +124,57 @@ pub(crate) async fn run(conn: &mut AnyConnection, backend: Backend) -> StoreResu
         )));
     }
     Ok(applied)
+}
+
+/// Applies `m` in a transaction of its own unless it already was; whether it was applied now.
+async fn apply(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    m: &Migration,
+    check_references: bool,
+) -> StoreResult<bool> {
+    let sql = match backend {
+        Backend::Sqlite => m.sqlite,
+        Backend::Postgres => m.postgres,
+    };
+    let mut tx = conn.begin().await?;
+    if backend == Backend::Postgres {
+        // Serialises concurrent starters (several nodes) on the migrations table.
+        sqlx::raw_sql("LOCK TABLE haven_migrations IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+    }
+    let existing = sqlx::query("SELECT checksum FROM haven_migrations WHERE version = $1")
+        .bind(m.version)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some(row) = existing {
+        let stored: String = row.try_get("checksum")?;
+        if stored != checksum(sql) {
+            return Err(StoreError::Migration(format!(
+                "migration {} ({}) differs from the one applied to this database",
+                m.version, m.name
+            )));
+        }
+        return Ok(false);
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    if check_references {
+        let broken = sqlx::raw_sql("PRAGMA foreign_key_check").fetch_all(&mut *tx).await?;
+        if !broken.is_empty() {
+            return Err(StoreError::Migration(format!(
+                "migration {} ({}) would leave {} rows referring to rows that do not exist",
+                m.version,
+                m.name,
+                broken.len()
+            )));
+        }
+    }
+    sqlx::query("INSERT INTO haven_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)")
+        .bind(m.version)
+        .bind(m.name)
+        .bind(checksum(sql))
+        .bind(jiff::Timestamp::now().as_millisecond())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
 }

@@ -466,3 +466,71 @@ both_backends!(an_action_whose_audit_record_cannot_be_written_fails_whole, |b: B
     let head = s.audit_head().await.unwrap();
     assert_eq!(head.size, 1, "the head did not move either");
 });
+
+both_backends!(schema_8_keeps_every_message_and_its_idempotency_key, |b: Backend| async move {
+    use haven_domain::messaging::{ContentType, ConversationKind, Priority};
+    use haven_domain::{ConversationId, MessageId};
+    use haven_store::{NewConversation, NewMessage};
+    let db = TestDb::new(b).await;
+    let s = Store::connect(db.url(), &StoreOptions::default()).await.unwrap();
+    // Messages written under schema 7, whose key index led with the conversation.
+    s.migrate_to(7).await.unwrap();
+    let a = org(&s, "A").await;
+    let (alice, bob) = (user(&s, a, "alice").await, user(&s, a, "bob").await);
+    let conv = id(ConversationId::random);
+    let new_conv = NewConversation {
+        id: conv,
+        org_id: a,
+        kind: ConversationKind::Group,
+        patient_id: None,
+        data_key: vec![1; 40],
+        title_sealed: None,
+        created_by: alice,
+        members: vec![alice, bob],
+        now: t(1),
+    };
+    s.create_conversation(&new_conv, &rec(Some(a), "conv")).await.unwrap();
+    let message = |sender: UserId, key: &str, at: i64| NewMessage {
+        id: id(|r| MessageId::time_ordered(t(at), r)),
+        org_id: a,
+        conversation_id: conv,
+        sender_id: sender,
+        idempotency_key: key.into(),
+        priority: Priority::Routine,
+        content_type: ContentType::Text,
+        data_key: vec![2; 40],
+        body_sealed: vec![3; 50],
+        attachments: Vec::new(),
+        expires_at: None,
+        now: t(at),
+    };
+    let first = message(alice, "k1", 2);
+    assert!(s.send_message(&first, &rec(Some(a), "send")).await.unwrap().created);
+    let bobs = message(bob, "k1", 3);
+    assert!(s.send_message(&bobs, &rec(Some(a), "send")).await.unwrap().created, "keys are per sender");
+
+    assert_eq!(s.migrate().await.unwrap(), 1);
+    // Every message is there, with its version, and nothing refers to a row that is gone.
+    for m in [&first, &bobs] {
+        let stored = s.message(a, conv, m.id).await.unwrap();
+        assert_eq!((stored.sender_id, stored.body_sealed.as_deref()), (m.sender_id, Some(&[3_u8; 50][..])));
+    }
+    if b == Backend::Sqlite {
+        let mut c = raw(&db).await;
+        assert!(sqlx::raw_sql("PRAGMA foreign_key_check").fetch_all(&mut c).await.unwrap().is_empty());
+        let fks: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&mut c).await.unwrap();
+        assert_eq!(fks, 1);
+    }
+    // A key kept before the migration is still a repeat; new keys store new messages.
+    let again = s.send_message(&message(alice, "k1", 4), &rec(Some(a), "send")).await.unwrap();
+    assert!(!again.created, "the key stored under schema 7 still counts");
+    assert_eq!(again.event.message.unwrap().id, first.id);
+    let fresh = message(alice, "k2", 5);
+    assert!(s.send_message(&fresh, &rec(Some(a), "send")).await.unwrap().created);
+    assert_eq!(s.message(a, conv, fresh.id).await.unwrap().seq, 4);
+    // Two sends of one new key in one go: the index refuses the second (stored once).
+    let (dup, twin, audit) = (message(bob, "k3", 6), message(bob, "k3", 6), rec(Some(a), "send"));
+    let (x, y) = tokio::join!(s.send_message(&dup, &audit), s.send_message(&twin, &audit));
+    assert_eq!([x.unwrap().created, y.unwrap().created].iter().filter(|c| **c).count(), 1);
+    s.close().await;
+});

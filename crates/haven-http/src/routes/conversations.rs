@@ -63,7 +63,9 @@ pub struct AddMemberRequest {
 #[serde(deny_unknown_fields)]
 pub struct SendMessageRequest {
     /// Chosen by the client, unique per message: resending with the same key returns the first
-    /// result (200) and stores nothing. 1–128 of `A-Z a-z 0-9 - _ . :`.
+    /// result (200) and stores nothing. 1–128 of `A-Z a-z 0-9 - _ . :`. Keys that grow with
+    /// time (a UUIDv7, or the time in hex followed by random digits, as the web client makes
+    /// them) are the cheapest to store: each goes to the end of the key index.
     #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     pub idempotency_key: String,
     /// The text (or, for `mls_ciphertext`, the payload in base64).
