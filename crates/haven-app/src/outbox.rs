@@ -25,7 +25,7 @@ use crate::{App, AppError, AppResult};
 const LEASE: SignedDuration = SignedDuration::from_secs(60);
 /// Texts claimed per pass.
 const BATCH: u32 = 64;
-/// Texts handed to gateways at once.
+/// Texts handed to gateways at once, per lane (two lanes: see [`App::run_outbox`]).
 const IN_FLIGHT: usize = 32;
 
 /// Live texting state of one node: the organisations' gateways and the worker's wake-up.
@@ -58,6 +58,8 @@ pub struct OutboxPass {
     pub failed: usize,
     /// Texts claimed in this pass (the rest were postponed or cancelled).
     pub claimed: usize,
+    /// Due texts another worker (a lane of this node, or another node) leased first.
+    pub lost: usize,
 }
 
 enum Outcome {
@@ -107,12 +109,24 @@ impl App {
     }
 
     /// Runs the outbox until `stop` resolves: a pass whenever texts are queued, and at least
-    /// every second for texts whose time has come.
+    /// every second for texts whose time has come. Passes run in two lanes at once, so
+    /// one lane's claim and record (database round trips and commits) overlap another's texts
+    /// being with the gateways; the leases keep them from taking the same text, as they do for
+    /// two nodes. Once `stop` resolves, each lane finishes its pass and returns.
     pub async fn run_outbox(&self, stop: impl std::future::Future<Output = ()>) {
-        tokio::pin!(stop);
-        loop {
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let stopper = async move {
+            stop.await;
+            let _ = stopping.send(true);
+        };
+        tokio::join!(stopper, self.outbox_lane(stopped.clone()), self.outbox_lane(stopped));
+    }
+
+    async fn outbox_lane(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        while !*stopped.borrow() {
             let busy = match self.outbox_pass().await {
-                Ok(pass) => pass.claimed > 0,
+                // A text lost to the other lane means more may be due: look again at once.
+                Ok(pass) => pass.claimed > 0 || pass.lost > 0,
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox pass failed");
                     false
@@ -122,7 +136,7 @@ impl App {
                 continue;
             }
             tokio::select! {
-                _ = &mut stop => return,
+                _ = stopped.changed() => {}
                 _ = self.texting.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
@@ -143,8 +157,8 @@ impl App {
         let cancel = |t: &StoredText, why: &'static str| {
             self.outbox_record(t, "sms-cancel", AuditOutcome::MinorFailure).code(why)
         };
-        let claimed = self.store.claim_texts(now, LEASE, BATCH, hold, cancel).await?;
-        let mut pass = OutboxPass { claimed: claimed.len(), ..Default::default() };
+        let (claimed, lost) = self.store.claim_texts(now, LEASE, BATCH, hold, cancel).await?;
+        let mut pass = OutboxPass { claimed: claimed.len(), lost, ..Default::default() };
         let mut accepted = Vec::new();
         let mut running = tokio::task::JoinSet::new();
         for text in claimed {

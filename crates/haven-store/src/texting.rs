@@ -615,7 +615,8 @@ impl Store {
     /// Claims up to `limit` texts that are due (or whose worker's lease ran out) for sending.
     /// In the same transaction, each non-exempt text's consent is checked again (a text to a
     /// number that opted out since it was queued is cancelled, with `cancel`'s audit record),
-    /// and `hold` may postpone a queued text (quiet hours in the patient's zone).
+    /// and `hold` may postpone a queued text (quiet hours in the patient's zone). Also returns
+    /// how many texts it read as due but another worker leased first (more may be due).
     pub async fn claim_texts(
         &self,
         now: Timestamp,
@@ -623,7 +624,7 @@ impl Store {
         limit: u32,
         hold: impl Fn(&StoredText) -> Option<Timestamp>,
         cancel: impl Fn(&StoredText, &'static str) -> AuditRecord,
-    ) -> StoreResult<Vec<StoredText>> {
+    ) -> StoreResult<(Vec<StoredText>, usize)> {
         let mut tx = self.write.begin().await?;
         let sql = format!(
             "SELECT {TEXT_COLUMNS} FROM sms_outbox
@@ -674,10 +675,12 @@ impl Store {
             }
             to_claim.push((text, lease_until));
         }
+        let wanted = to_claim.len();
         let claimed = take_leases(&mut tx, to_claim, now, lease).await?;
         crate::audit::append_all(&mut tx, &cancelled, now).await?;
         tx.commit().await?;
-        Ok(claimed)
+        let lost = wanted - claimed.len();
+        Ok((claimed, lost))
     }
 
     /// Records that the provider accepted claimed texts — `(text, provider, provider's id, audit

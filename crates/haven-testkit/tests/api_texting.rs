@@ -445,3 +445,36 @@ both_backends!(two_nodes_draining_one_outbox_take_each_text_once, |b| async move
     assert_eq!(sent["status"], "sent", "{sent}");
     c.s.stop().await;
 });
+
+both_backends!(the_outbox_worker_sends_queued_texts_once_and_stops_when_told, |b| async move {
+    // The worker as `haven serve` runs it: two lanes, each a pass at a time, until stopped.
+    let c = clinic(b).await;
+    let (st, t) = c.text_patient(json!({"purpose": "care"})).await;
+    assert_eq!(st, 202, "{t}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = c.s.app.clone();
+    let worker = tokio::spawn(async move {
+        app.run_outbox(async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = c.texts().await.into_iter().find(|x| x["id"] == t["id"]).unwrap()["status"].clone();
+        if status == "sent" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(status, "sent");
+    // Both lanes keep looking (every second at the latest); the text is not sent again.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(c.twilio.messages().len(), 1, "sent once");
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), worker)
+        .await
+        .expect("both lanes end once stopped")
+        .unwrap();
+    c.s.stop().await;
+});
