@@ -75,6 +75,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0008_idempotency_key_first.sql"),
         rebuilds: true,
     },
+    Migration {
+        version: 9,
+        name: "drop_audit_by_time",
+        sqlite: include_str!("../migrations/sqlite/0009_drop_audit_by_time.sql"),
+        postgres: include_str!("../migrations/postgres/0009_drop_audit_by_time.sql"),
+        rebuilds: false,
+    },
 ];
 
 fn checksum(sql: &str) -> String {
