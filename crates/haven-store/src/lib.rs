@@ -16,6 +16,7 @@ mod identity;
 mod links;
 mod messages;
 mod migrate;
+mod outbox;
 mod patient_thread;
 mod patients;
 mod rows;
