@@ -18,70 +18,32 @@ struct Migration {
     rebuilds: bool,
 }
 
+/// A migration whose two scripts are `migrations/{sqlite,postgres}/$file`; `rebuilds` marks one
+/// that rebuilds a SQLite table (see [`Migration::rebuilds`]).
+macro_rules! migration {
+    ($version:literal, $name:literal, $file:literal $(, $rebuilds:ident)?) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sqlite: include_str!(concat!("../migrations/sqlite/", $file)),
+            postgres: include_str!(concat!("../migrations/postgres/", $file)),
+            rebuilds: migration!(@rebuilds $($rebuilds)?),
+        }
+    };
+    (@rebuilds rebuilds) => { true };
+    (@rebuilds) => { false };
+}
+
 const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "identity",
-        sqlite: include_str!("../migrations/sqlite/0001_identity.sql"),
-        postgres: include_str!("../migrations/postgres/0001_identity.sql"),
-        rebuilds: false,
-    },
-    Migration {
-        version: 2,
-        name: "messaging",
-        sqlite: include_str!("../migrations/sqlite/0002_messaging.sql"),
-        postgres: include_str!("../migrations/postgres/0002_messaging.sql"),
-        rebuilds: false,
-    },
-    Migration {
-        version: 3,
-        name: "texting",
-        sqlite: include_str!("../migrations/sqlite/0003_texting.sql"),
-        postgres: include_str!("../migrations/postgres/0003_texting.sql"),
-        rebuilds: false,
-    },
-    Migration {
-        version: 4,
-        name: "attachment_policy",
-        sqlite: include_str!("../migrations/sqlite/0004_attachment_policy.sql"),
-        postgres: include_str!("../migrations/postgres/0004_attachment_policy.sql"),
-        rebuilds: false,
-    },
-    Migration {
-        version: 5,
-        name: "patient_thread",
-        sqlite: include_str!("../migrations/sqlite/0005_patient_thread.sql"),
-        postgres: include_str!("../migrations/postgres/0005_patient_thread.sql"),
-        rebuilds: false,
-    },
-    Migration {
-        version: 6,
-        name: "texts_by_patient",
-        sqlite: include_str!("../migrations/sqlite/0006_texts_by_patient.sql"),
-        postgres: include_str!("../migrations/postgres/0006_texts_by_patient.sql"),
-        rebuilds: false,
-    },
-    Migration {
-        version: 7,
-        name: "audit_index_behind",
-        sqlite: include_str!("../migrations/sqlite/0007_audit_index_behind.sql"),
-        postgres: include_str!("../migrations/postgres/0007_audit_index_behind.sql"),
-        rebuilds: false,
-    },
-    Migration {
-        version: 8,
-        name: "idempotency_key_first",
-        sqlite: include_str!("../migrations/sqlite/0008_idempotency_key_first.sql"),
-        postgres: include_str!("../migrations/postgres/0008_idempotency_key_first.sql"),
-        rebuilds: true,
-    },
-    Migration {
-        version: 9,
-        name: "drop_audit_by_time",
-        sqlite: include_str!("../migrations/sqlite/0009_drop_audit_by_time.sql"),
-        postgres: include_str!("../migrations/postgres/0009_drop_audit_by_time.sql"),
-        rebuilds: false,
-    },
+    migration!(1, "identity", "0001_identity.sql"),
+    migration!(2, "messaging", "0002_messaging.sql"),
+    migration!(3, "texting", "0003_texting.sql"),
+    migration!(4, "attachment_policy", "0004_attachment_policy.sql"),
+    migration!(5, "patient_thread", "0005_patient_thread.sql"),
+    migration!(6, "texts_by_patient", "0006_texts_by_patient.sql"),
+    migration!(7, "audit_index_behind", "0007_audit_index_behind.sql"),
+    migration!(8, "idempotency_key_first", "0008_idempotency_key_first.sql", rebuilds),
+    migration!(9, "drop_audit_by_time", "0009_drop_audit_by_time.sql"),
 ];
 
 fn checksum(sql: &str) -> String {
