@@ -429,6 +429,9 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<ConversationListRow>> {
         let visible = "COALESCE(m.left_seq, c.last_seq)";
+        // Two statements rather than `($6 = '' OR c.id = $6)`: a plan shared by both would read
+        // every membership of the user to find one conversation.
+        let only_one = if only.is_some() { "m.conversation_id = $6" } else { "$6 = ''" };
         let sql = format!(
             "SELECT {CONV_COLUMNS}, {MEMBER_COLUMNS},
                (SELECT COUNT(*) FROM conversation_events e WHERE e.conversation_id = c.id
@@ -440,7 +443,7 @@ impl Store {
              FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id
              WHERE m.user_id = $1 AND m.org_id = $2
                AND ($3 IS NULL OR c.last_activity_at < $3 OR (c.last_activity_at = $3 AND c.id < $4))
-               AND ($6 = '' OR c.id = $6)
+               AND {only_one}
              ORDER BY c.last_activity_at DESC, c.id DESC LIMIT $5"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -44,6 +44,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(7, "audit_index_behind", "0007_audit_index_behind.sql"),
     migration!(8, "idempotency_key_first", "0008_idempotency_key_first.sql", rebuilds),
     migration!(9, "drop_audit_by_time", "0009_drop_audit_by_time.sql"),
+    migration!(10, "texting_indexes", "0010_texting_indexes.sql"),
 ];
 
 fn checksum(sql: &str) -> String {

@@ -28,10 +28,14 @@ impl Store {
         cancel: impl Fn(&StoredText, &'static str) -> AuditRecord,
     ) -> StoreResult<(Vec<StoredText>, usize)> {
         let mut tx = self.write.begin().await?;
+        // Two halves rather than one `OR`: each reads the status index in order and stops at the
+        // limit, where the `OR` collected every due text and sorted them all, on every pass.
         let sql = format!(
-            "SELECT {TEXT_COLUMNS} FROM sms_outbox
-             WHERE (status = 'queued' AND not_before <= $1) OR (status = 'sending' AND lease_until <= $1)
-             ORDER BY not_before LIMIT $2"
+            "SELECT * FROM (SELECT {TEXT_COLUMNS} FROM sms_outbox WHERE status = 'queued' AND not_before <= $1
+                            ORDER BY not_before LIMIT $2) AS due
+             UNION ALL
+             SELECT * FROM (SELECT {TEXT_COLUMNS} FROM sms_outbox WHERE status = 'sending' AND lease_until <= $1
+                            ORDER BY not_before LIMIT $2) AS lapsed"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ms(now))
@@ -42,6 +46,8 @@ impl Store {
         for row in &rows {
             texts.push((text_row(row)?, get::<Option<i64>>(row, "lease_until")?));
         }
+        texts.sort_by_key(|(t, _)| t.not_before);
+        texts.truncate(limit as usize);
         let statuses =
             consent_statuses(&mut tx, texts.iter().map(|(t, _)| (t.org_id, t.phone_index.as_slice())))
                 .await?;

@@ -534,3 +534,70 @@ both_backends!(schema_8_keeps_every_message_and_its_idempotency_key, |b: Backend
     assert_eq!([x.unwrap().created, y.unwrap().created].iter().filter(|c| **c).count(), 1);
     s.close().await;
 });
+
+both_backends!(
+    schema_10_reads_texts_and_consent_by_phone_and_by_patient_without_statistics,
+    |b: Backend| async move {
+        use sqlx::Row;
+        let db = TestDb::new(b).await;
+        let s = open(&db).await;
+        let mut c = raw(&db).await;
+        // A new database has no statistics: the plan must follow from the indexes alone. Before
+        // schema 10 PostgreSQL answered these from indexes led by the organisation, reading every
+        // text or consent entry of the organisation for each text queued or batch claimed.
+        let plan = async |c: &mut sqlx::AnyConnection, sql: &str| -> String {
+            let (explain, column) = if b == Backend::Sqlite {
+                ("EXPLAIN QUERY PLAN", "detail")
+            } else {
+                ("EXPLAIN", "QUERY PLAN")
+            };
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{explain} {sql}")))
+                .bind(vec![0_u8; 64])
+                .fetch_all(c)
+                .await
+                .unwrap();
+            rows.iter().map(|r| r.get::<String, _>(column)).collect::<Vec<_>>().join("\n")
+        };
+        let cap = plan(
+            &mut c,
+            "SELECT COALESCE(sent_at, not_before) AS at FROM sms_outbox
+         WHERE org_id = 'o' AND phone_index = $1 AND purpose = 'care'
+           AND status IN ('queued', 'sending', 'sent', 'delivered') AND COALESCE(sent_at, not_before) > 0",
+        )
+        .await;
+        assert!(cap.contains("sms_outbox_by_phone"), "the frequency cap's lookup: {cap}");
+        let by_patient = plan(
+        &mut c,
+        "SELECT id FROM sms_outbox WHERE org_id = 'o' AND patient_id = 'p' AND phone_index <> $1 ORDER BY created_at DESC, id LIMIT 50",
+    )
+    .await;
+        assert!(by_patient.contains("sms_outbox_by_patient"), "a patient's texts: {by_patient}");
+        // The outbox's consent check of a claimed batch, once the ledger has entries (still never
+        // analysed): one probe of the phone index per number, not the organisation's whole ledger.
+        let a = org(&s, "A").await;
+        let blob =
+            if b == Backend::Sqlite { "randomblob(32)" } else { "sha256(CAST(CAST(i AS TEXT) AS BYTEA))" };
+        let fill = format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+         INSERT INTO consent_ledger (id, org_id, phone_index, phone_sealed, purpose, state, source, wording, recorded_at)
+         SELECT 'c' || CAST(i AS TEXT), '{a}', {blob}, {blob}, 'all', 'granted', 'staff', 'w', i FROM n"
+    );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(fill)).execute(&mut c).await.unwrap();
+        // A claim's worth of numbers, as `consent_statuses` asks for them.
+        let numbers: Vec<String> =
+            (1..=64).map(|k| format!("(org_id = '{a}' AND phone_index = substr($1, {k}))")).collect();
+        let consent = plan(
+            &mut c,
+            &format!(
+                "SELECT org_id, phone_index, purpose, state FROM consent_ledger WHERE {} ORDER BY seq",
+                numbers.join(" OR ")
+            ),
+        )
+        .await;
+        assert!(consent.contains("consent_by_phone"), "the consent of a batch: {consent}");
+        let by_org_alone =
+            consent.lines().any(|l| l.trim_end().ends_with(&format!("Cond: (org_id = '{a}'::text)")));
+        assert!(!by_org_alone, "the consent of a batch, narrowed by the organisation alone: {consent}");
+        s.close().await;
+    }
+);
