@@ -15,6 +15,7 @@ mod caches;
 pub mod consent_fhir;
 pub mod demo;
 mod error;
+pub mod inbound;
 pub mod keys;
 pub mod messaging;
 pub mod outbox;
