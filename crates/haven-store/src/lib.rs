@@ -281,6 +281,18 @@ impl Store {
         self.backend
     }
 
+    /// Whether PostgreSQL's autovacuum is off for this database (never on SQLite, which has
+    /// none). Without it nothing is analysed or vacuumed: plans are made without statistics
+    /// and dead rows pile up in the outbox and the members' receipts.
+    pub async fn autovacuum_off(&self) -> StoreResult<bool> {
+        if self.backend == Backend::Sqlite {
+            return Ok(false);
+        }
+        let row =
+            sqlx::query("SELECT current_setting('autovacuum') AS setting").fetch_one(&self.read).await?;
+        Ok(crate::rows::get::<String>(&row, "setting")? == "off")
+    }
+
     /// Checks the database answers (for `/readyz`).
     pub async fn ping(&self) -> StoreResult<()> {
         let mut conn = self.read.acquire().await?;

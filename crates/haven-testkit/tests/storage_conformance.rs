@@ -601,3 +601,19 @@ both_backends!(
         s.close().await;
     }
 );
+
+both_backends!(the_store_tells_whether_autovacuum_is_off, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = open(&db).await;
+    let expected = match b {
+        Backend::Sqlite => false,
+        Backend::Postgres => {
+            let mut c = raw(&db).await;
+            let setting: String =
+                sqlx::query_scalar("SELECT current_setting('autovacuum')").fetch_one(&mut c).await.unwrap();
+            setting == "off"
+        }
+    };
+    assert_eq!(s.autovacuum_off().await.unwrap(), expected);
+    s.close().await;
+});
