@@ -41,12 +41,6 @@ pub async fn open_app(conf: &Conf, data_dir: &Path) -> anyhow::Result<App> {
     let keys = crate::keys::load(conf, data_dir)?;
     let opts = StoreOptions { max_connections: conf.database.max_connections, ..StoreOptions::default() };
     let store = Store::open(&url, &opts).await.context("cannot open the database")?;
-    if store.autovacuum_off().await.context("cannot read the database's settings")? {
-        tracing::warn!(
-            "PostgreSQL's autovacuum is off: no table will be analysed or vacuumed, so queries are planned \
-             without statistics and dead rows accumulate; turn it on, or run VACUUM ANALYZE regularly"
-        );
-    }
     let entropy: Arc<Mutex<dyn haven_domain::Entropy + Send>> = Arc::new(Mutex::new(OsEntropy));
     let blobs = haven_store::blob::FsBlobStore::new(&data_dir.join("blobs"))
         .with_context(|| format!("cannot create the blob directory under {}", data_dir.display()))?;
@@ -94,6 +88,13 @@ pub async fn serve(conf: &Conf, data_dir: &Path, demo: bool, bind: Option<&str>)
         None => None,
     };
     let app = open_app(conf, data_dir).await?;
+    // Said once by the server, not by every command-line call that opens the database.
+    if app.store().autovacuum_off().await.context("cannot read the database's settings")? {
+        tracing::warn!(
+            "PostgreSQL's autovacuum is off: no table will be analysed or vacuumed, so queries are planned \
+             without statistics and dead rows accumulate; turn it on, or run VACUUM ANALYZE regularly"
+        );
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     if demo {
         print_demo(&app, scheme, listen.bind).await?;
