@@ -115,11 +115,34 @@ pub(crate) async fn append_all<'a>(
     recs: impl IntoIterator<Item = &'a AuditRecord>,
     now: Timestamp,
 ) -> StoreResult<()> {
+    let recs: Vec<_> = recs.into_iter().collect();
+    if recs.is_empty() {
+        return Ok(());
+    }
+    let log = Appender::load(conn).await?;
+    append_from(conn, log, recs, now).await
+}
+
+/// Locks and reads the audit head as the first thing a transaction that will append to the log
+/// does. A batch of sends locks it first too, so no two transactions wait on each other's row
+/// locks in opposite orders (a member change that locked its conversation's rows before the head
+/// would deadlock with a send that holds the head and wants those rows; PostgreSQL would end one
+/// of them after a second). Append with [`append_from`].
+pub(crate) async fn lock_head(conn: &mut AnyConnection) -> StoreResult<Appender> {
+    Appender::load(conn).await
+}
+
+/// Appends `recs`, all at `now`, after the head `log` this transaction locked ([`lock_head`]).
+pub(crate) async fn append_from<'a>(
+    conn: &mut AnyConnection,
+    mut log: Appender,
+    recs: impl IntoIterator<Item = &'a AuditRecord>,
+    now: Timestamp,
+) -> StoreResult<()> {
     let recs: Vec<_> = recs.into_iter().map(|r| (r, now)).collect();
     if recs.is_empty() {
         return Ok(());
     }
-    let mut log = Appender::load(conn).await?;
     let mut script = Script::for_connection(conn);
     log.append_many(&mut script, &recs)?;
     log.finish(&mut script);

@@ -674,6 +674,9 @@ impl Store {
         let new_read = read.min(cap).max(m.read_seq);
         let new_delivered = delivered.max(new_read).min(cap).max(m.delivered_seq);
         let changed = new_read != m.read_seq || new_delivered != m.delivered_seq;
+        // A read may be audited: the head is locked before the member's row (see
+        // `audit::lock_head`). A delivery alone is not audited and does not wait for it.
+        let log = if new_read > m.read_seq { Some(crate::audit::lock_head(&mut tx).await?) } else { None };
         if changed {
             sqlx::query(
                 "UPDATE conversation_members SET delivered_seq = $3, read_seq = $4
@@ -701,8 +704,10 @@ impl Store {
                 .iter()
                 .map(|r| id(&get::<String>(r, "message_id")?))
                 .collect::<StoreResult<Vec<MessageId>>>()?;
-            if !ids.is_empty() {
-                crate::audit::append(&mut tx, &on_read(&ids), now).await?;
+            if !ids.is_empty()
+                && let Some(log) = log
+            {
+                crate::audit::append_from(&mut tx, log, [&on_read(&ids)], now).await?;
             }
         }
         tx.commit().await?;

@@ -334,11 +334,7 @@ impl Store {
         now: Timestamp,
         work: impl AsyncFnOnce(&mut AnyConnection) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        let mut tx = self.write.begin().await?;
-        let out = work(&mut tx).await?;
-        audit::append(&mut tx, audit_rec, now).await?;
-        tx.commit().await?;
-        Ok(out)
+        self.audited_many(std::slice::from_ref(audit_rec), now, work).await
     }
 
     /// Like [`Store::audited`], with several audit records appended in order.
@@ -349,8 +345,10 @@ impl Store {
         work: impl AsyncFnOnce(&mut AnyConnection) -> StoreResult<T>,
     ) -> StoreResult<T> {
         let mut tx = self.write.begin().await?;
+        // The head first, before `work` locks anything (see `audit::lock_head`).
+        let log = audit::lock_head(&mut tx).await?;
         let out = work(&mut tx).await?;
-        audit::append_all(&mut tx, audit_recs, now).await?;
+        audit::append_from(&mut tx, log, audit_recs, now).await?;
         tx.commit().await?;
         Ok(out)
     }

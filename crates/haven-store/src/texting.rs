@@ -541,6 +541,9 @@ impl Store {
         plan: impl FnOnce(&ConsentStatus) -> InboundPlan,
     ) -> StoreResult<Option<(InboundPlan, Option<crate::patient_thread::PatientMessageSent>)>> {
         let mut tx = self.write.begin().await?;
+        // The head first: a reply into the patient's thread takes its conversation's next
+        // number (see `audit::lock_head`).
+        let log = crate::audit::lock_head(&mut tx).await?;
         let done = sqlx::query(
             "INSERT INTO sms_inbound (id, org_id, provider, provider_id, phone_index, sealed, keyword, patient_id,
                 flagged, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -574,7 +577,7 @@ impl Store {
             Some(m) => Some(crate::patient_thread::insert_patient_message(&mut tx, m).await?),
             None => None,
         };
-        crate::audit::append_all(&mut tx, &plan.audits, inbound.received_at).await?;
+        crate::audit::append_from(&mut tx, log, &plan.audits, inbound.received_at).await?;
         tx.commit().await?;
         Ok(Some((plan, thread)))
     }

@@ -398,8 +398,8 @@ async fn intact_audit_log(s: &TestServer) -> Vec<haven_store::RawAuditEntry> {
 }
 
 both_backends!(sends_notice_changes_made_behind_the_writers_back, |b: Backend| async move {
-    // On SQLite the group-commit writer remembers the audit head, members and sequence numbers
-    // of the conversations it wrote to, and writes the next batch without reading them. A
+    // The group-commit writer remembers the audit head, members and sequence numbers of the
+    // conversations it wrote to, and writes the next batch without reading them. A
     // change it did not make (here a second node on the same database removes a member) must
     // be noticed: never a reused sequence number or audit entry, never a removed member's send.
     let s = TestServer::start(b).await;
@@ -437,6 +437,60 @@ both_backends!(sends_notice_changes_made_behind_the_writers_back, |b: Backend| a
     assert_eq!(h[3]["type"], "member_removed", "{}", h[3]);
     let raw = intact_audit_log(&s).await;
     assert!(raw.iter().any(|r| r.entry.contains("\"member-remove\"")));
+});
+
+both_backends!(sends_racing_audited_changes_from_another_node_all_land, |b: Backend| async move {
+    // A batch written from what the writer knows locks the audit head first, as every audited
+    // transaction does, and only where it has not moved: changes made at the same moment by
+    // another node neither deadlock with the sends nor slip past them.
+    let s = std::sync::Arc::new(TestServer::start(b).await);
+    let o = org(&s, "Riverside").await;
+    let (alice_u, a) = signed_in(&s, o, "alice", Role::Clinician).await;
+    let (bob_u, _) = signed_in(&s, o, "bob", Role::Nurse).await;
+    let (carol_u, _) = signed_in(&s, o, "carol", Role::Nurse).await;
+    let conv = group(&s, &a, "Ward 4", &[&bob_u, &carol_u]).await;
+    let node = std::sync::Arc::new(s.another_app().await);
+    let mut sends = Vec::new();
+    for i in 0..30 {
+        let (s, a, conv) = (s.clone(), a.clone(), conv.clone());
+        sends.push(tokio::spawn(async move {
+            let (st, e) = send(&s, &a, &conv, &format!("r{i}"), json!({"body": format!("r{i}")})).await;
+            assert_eq!(st, 201, "{e}");
+        }));
+    }
+    let changes = {
+        let (node, s, conv_id) = (node.clone(), s.clone(), conv.parse().unwrap());
+        tokio::spawn(async move {
+            for i in 0..10 {
+                let subtype = if i % 2 == 0 { "member-remove" } else { "member-add" };
+                let rec = haven_domain::audit::AuditRecord::new(
+                    Some(o),
+                    "messaging",
+                    subtype,
+                    haven_domain::audit::AuditAction::U,
+                    haven_domain::audit::AuditOutcome::Success,
+                    haven_domain::audit::AuditAgent::default(),
+                );
+                let store = node.store();
+                let now = s.clock.now();
+                let done = if i % 2 == 0 {
+                    store.remove_member(o, conv_id, alice_u.id, carol_u.id, now, &rec).await
+                } else {
+                    store.add_member(o, conv_id, alice_u.id, carol_u.id, now, &rec).await
+                };
+                done.unwrap_or_else(|e| panic!("{subtype} beside the sends: {e}"));
+            }
+        })
+    };
+    for t in sends {
+        t.await.unwrap();
+    }
+    changes.await.unwrap();
+    let h = history(&s, &a, &conv).await;
+    let seqs: Vec<i64> = h.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=41).collect::<Vec<_>>(), "the start, 30 messages and 10 changes, no gaps");
+    let raw = intact_audit_log(&s).await;
+    assert_eq!(raw.iter().filter(|r| r.entry.contains("\"member-")).count(), 10);
 });
 
 both_backends!(
