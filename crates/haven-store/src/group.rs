@@ -14,9 +14,9 @@
 //!
 //! On a SQLite file the writer's batches commit without waiting for the log's fsync, and their
 //! answers wait for it on a thread of their own instead (`durable.rs`), so the next batch runs
-//! during the fsync. There, too, the writer is the process's only writer, and remembers what
-//! its last batch left in the database (the audit head, members and sequence numbers), so a
-//! batch to conversations it knows is written without reading first (`send.rs`, `Known`).
+//! during the fsync. On both databases the writer remembers what its last batch left in the
+//! database (the audit head, members and sequence numbers), so a batch to conversations it
+//! knows is written without reading first (`send.rs`, `Known`).
 
 use haven_domain::audit::AuditRecord;
 use std::path::PathBuf;
@@ -53,8 +53,8 @@ pub(crate) struct GroupCommit {
 impl GroupCommit {
     /// Starts the writer task. It ends when every handle is dropped. With `sole_writer` (the
     /// pool's one connection carries every write of the process: SQLite) it runs on a thread of
-    /// its own (see [`Self::start`]'s caller), otherwise on the current runtime, and it keeps
-    /// what it knows of the database from one batch to the next (see `Known`). With `wal`, the
+    /// its own (see [`Self::start`]'s caller), otherwise on the current runtime. Either way it
+    /// keeps what it knows of the database from one batch to the next (see `Known`). With `wal`, the
     /// SQLite write-ahead log's path, its commits are made durable by a syncing thread (see
     /// `durable.rs`) instead of inside each commit.
     pub(crate) fn start(pool: AnyPool, sole_writer: bool, wal: Option<PathBuf>) -> Self {
@@ -78,7 +78,7 @@ impl GroupCommit {
                 }
             }
             None => {
-                tokio::spawn(writer(pool, rx, sync, sole_writer.then(Known::default)));
+                tokio::spawn(writer(pool, rx, sync, Some(Known::default())));
             }
         }
         Self { queue }

@@ -122,6 +122,11 @@ impl Script {
         Self { joined: c.backend_name() == "SQLite", statements: Vec::new(), error: None }
     }
 
+    /// Whether the statements go to the database as one string (SQLite).
+    pub(crate) fn joined(&self) -> bool {
+        self.joined
+    }
+
     /// Adds a statement; `sql` writes it with placeholders from the given marks, and its
     /// values follow through [`Script::bind`] in the same order.
     pub(crate) fn statement(&mut self, sql: impl FnOnce(&mut Marks) -> String) -> &mut Self {

@@ -8,8 +8,9 @@
 //! for a core, so those hand-offs, not the SQL, are what a batch costs; sqlx's own begin and
 //! commit are two more each (they wait for the caller to take their answer), which is why the
 //! transaction is begun and committed by the scripts instead. A single send takes the same path
-//! as a batch of one. Where the writer is the only one (SQLite) it remembers what it wrote, and
-//! a batch to conversations it knows is the last script alone: one round trip (see [`Known`]).
+//! as a batch of one. The writer remembers what it wrote, and a batch to conversations it knows
+//! is the last script alone: one round trip on SQLite; on PostgreSQL a conditional lock of the
+//! audit head, then that script (see [`Known`]).
 
 use std::collections::HashMap;
 
@@ -29,16 +30,18 @@ use crate::{StoreError, StoreResult, touched};
 
 /// What the group-commit writer knows the database holds after its own last commit: the audit
 /// head and, per conversation it has sent to, its organisation, current members and last
-/// sequence number. Kept only where the writer's connection is the process's one write
-/// connection (SQLite): then between its batches nothing in the process changes any of that
-/// without appending to the audit log, since every change to members or sequence numbers is
-/// audited, or takes a sequence number of its conversation (most do both; an inbound text
-/// only takes a number). A batch whose conversations are all known is written without reading
-/// anything first: one round trip instead of three. If something did change (in this process
-/// or another one), the batch's first audit entry collides with the entry written since, or
-/// its events with the events; the batch rolls back, what is known is forgotten, and the
-/// batch runs again with the reads. A fast-path batch always has a fresh send (nothing is
-/// read, so no send is a repeat of a stored one), so it always writes both.
+/// sequence number. Between its batches nothing changes any of that without appending to the
+/// audit log, since every change to members or sequence numbers is audited, or takes a sequence
+/// number of its conversation (most do both; an inbound text only takes a number). A batch
+/// whose conversations are all known is written without reading anything first. If something
+/// did change (in this process or another node), the batch finds out: on SQLite its first
+/// audit entry collides with the entry written since, or its events with the events; on
+/// PostgreSQL, where other connections write at the same time, the batch first locks the audit
+/// head on the condition that it has not moved (taking the lock first, as every audited
+/// transaction does, so the two never deadlock), and its events collide as on SQLite. Either
+/// way the batch rolls back, what is known is forgotten, and the batch runs again with the
+/// reads. A fast-path batch always has a fresh send (nothing is read, so no send is a repeat
+/// of a stored one), so it always writes both.
 #[derive(Default)]
 pub(crate) struct Known {
     log: Option<Appender>,
@@ -191,6 +194,17 @@ async fn read(
     Ok(Start { log, members, earlier, last_seq: None })
 }
 
+/// Begins a transaction and locks the audit head, if it still has the size `log` ends at;
+/// fails with a conflict if another writer appended since (what is known may be stale).
+async fn lock_known_head(c: &mut AnyConnection, log: &Appender) -> StoreResult<()> {
+    c.execute("BEGIN").await?;
+    let locked = sqlx::query("UPDATE audit_head SET size = size WHERE id = 1 AND size = $1 RETURNING size")
+        .bind(log.size())
+        .fetch_optional(&mut *c)
+        .await?;
+    locked.map(|_| ()).ok_or(StoreError::Conflict("audit_head"))
+}
+
 /// Queues the transaction's start (and, when `unsynced`, the commit's relaxed sync).
 fn begin(script: &mut Script, unsynced: bool) {
     if unsynced {
@@ -236,8 +250,14 @@ async fn write(
     let mut script = Script::for_connection(c);
     let after = match &start.last_seq {
         Some(known) => {
-            // Nothing was read, so nothing was begun: the writes begin and number too.
-            begin(&mut script, unsynced);
+            // Nothing was read, so nothing was begun: the writes begin and number too. Where
+            // other connections write (PostgreSQL), the audit head is locked first, as every
+            // audited transaction locks it, and only if it is still where this writer left it.
+            if script.joined() {
+                begin(&mut script, unsynced);
+            } else {
+                lock_known_head(c, &start.log).await?;
+            }
             queue_take_seqs(&mut script, &counts, false);
             counts.iter().map(|(conv, _, n, _)| (*conv, known[conv] + n)).collect()
         }
