@@ -99,13 +99,8 @@ fn hash_from(bytes: Vec<u8>) -> StoreResult<Hash> {
 
 /// Appends `rec` on `conn`, which must be inside the caller's transaction.
 pub(crate) async fn append(conn: &mut AnyConnection, rec: &AuditRecord, now: Timestamp) -> StoreResult<i64> {
-    let mut log = Appender::load(conn).await?;
-    let mut script = Script::for_connection(conn);
-    log.append_many(&mut script, &[(rec, now)])?;
-    let seq = log.size;
-    log.finish(&mut script);
-    script.run(conn).await?;
-    Ok(seq)
+    let log = Appender::load(conn).await?;
+    append_from(conn, log, [rec], now).await
 }
 
 /// Appends `recs`, all at `now`, in the caller's transaction (nothing when there are none):
@@ -120,7 +115,7 @@ pub(crate) async fn append_all<'a>(
         return Ok(());
     }
     let log = Appender::load(conn).await?;
-    append_from(conn, log, recs, now).await
+    append_from(conn, log, recs, now).await.map(|_| ())
 }
 
 /// Locks and reads the audit head as the first thing a transaction that will append to the log
@@ -132,21 +127,33 @@ pub(crate) async fn lock_head(conn: &mut AnyConnection) -> StoreResult<Appender>
     Appender::load(conn).await
 }
 
-/// Appends `recs`, all at `now`, after the head `log` this transaction locked ([`lock_head`]).
+/// Locks the audit head, at the start of a transaction, only if the log still has `log`'s
+/// size; false if another writer appended since (whatever was known from `log` may be stale).
+pub(crate) async fn lock_head_unmoved(conn: &mut AnyConnection, log: &Appender) -> StoreResult<bool> {
+    let locked = sqlx::query("UPDATE audit_head SET size = size WHERE id = 1 AND size = $1 RETURNING size")
+        .bind(log.size)
+        .fetch_optional(conn)
+        .await?;
+    Ok(locked.is_some())
+}
+
+/// Appends `recs`, all at `now`, after the head `log` this transaction locked ([`lock_head`]);
+/// returns the log's size after them (the last entry's sequence number).
 pub(crate) async fn append_from<'a>(
     conn: &mut AnyConnection,
     mut log: Appender,
     recs: impl IntoIterator<Item = &'a AuditRecord>,
     now: Timestamp,
-) -> StoreResult<()> {
+) -> StoreResult<i64> {
     let recs: Vec<_> = recs.into_iter().map(|r| (r, now)).collect();
     if recs.is_empty() {
-        return Ok(());
+        return Ok(log.size);
     }
     let mut script = Script::for_connection(conn);
     log.append_many(&mut script, &recs)?;
     log.finish(&mut script);
-    Ok(script.run(conn).await?)
+    script.run(conn).await?;
+    Ok(log.size)
 }
 
 /// Locks and reads the audit head (see [`Appender::load`]).

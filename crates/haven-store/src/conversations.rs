@@ -674,9 +674,27 @@ impl Store {
         let new_read = read.min(cap).max(m.read_seq);
         let new_delivered = delivered.max(new_read).min(cap).max(m.delivered_seq);
         let changed = new_read != m.read_seq || new_delivered != m.delivered_seq;
-        // A read may be audited: the head is locked before the member's row (see
-        // `audit::lock_head`). A delivery alone is not audited and does not wait for it.
-        let log = if new_read > m.read_seq { Some(crate::audit::lock_head(&mut tx).await?) } else { None };
+        // The messages from others a read passes are audited; the head is then locked before
+        // the member's row (see `audit::lock_head`). A delivery alone is not audited and does
+        // not wait for it.
+        let mut first_read = Vec::new();
+        if new_read > m.read_seq {
+            let rows = sqlx::query(
+                "SELECT message_id FROM conversation_events WHERE conversation_id = $1 AND kind = 'message'
+                 AND seq > $2 AND seq <= $3 AND actor_id <> $4 ORDER BY seq",
+            )
+            .bind(conv.to_string())
+            .bind(m.read_seq)
+            .bind(new_read)
+            .bind(user.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+            first_read = rows
+                .iter()
+                .map(|r| id(&get::<String>(r, "message_id")?))
+                .collect::<StoreResult<Vec<MessageId>>>()?;
+        }
+        let log = if first_read.is_empty() { None } else { Some(crate::audit::lock_head(&mut tx).await?) };
         if changed {
             sqlx::query(
                 "UPDATE conversation_members SET delivered_seq = $3, read_seq = $4
@@ -689,26 +707,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        if new_read > m.read_seq {
-            let rows = sqlx::query(
-                "SELECT message_id FROM conversation_events WHERE conversation_id = $1 AND kind = 'message'
-                 AND seq > $2 AND seq <= $3 AND actor_id <> $4 ORDER BY seq",
-            )
-            .bind(conv.to_string())
-            .bind(m.read_seq)
-            .bind(new_read)
-            .bind(user.to_string())
-            .fetch_all(&mut *tx)
-            .await?;
-            let ids = rows
-                .iter()
-                .map(|r| id(&get::<String>(r, "message_id")?))
-                .collect::<StoreResult<Vec<MessageId>>>()?;
-            if !ids.is_empty()
-                && let Some(log) = log
-            {
-                crate::audit::append_from(&mut tx, log, [&on_read(&ids)], now).await?;
-            }
+        if let Some(log) = log {
+            crate::audit::append_from(&mut tx, log, [&on_read(&first_read)], now).await?;
         }
         tx.commit().await?;
         Ok((new_delivered, new_read, changed))

@@ -198,11 +198,11 @@ async fn read(
 /// fails with a conflict if another writer appended since (what is known may be stale).
 async fn lock_known_head(c: &mut AnyConnection, log: &Appender) -> StoreResult<()> {
     c.execute("BEGIN").await?;
-    let locked = sqlx::query("UPDATE audit_head SET size = size WHERE id = 1 AND size = $1 RETURNING size")
-        .bind(log.size())
-        .fetch_optional(&mut *c)
-        .await?;
-    locked.map(|_| ()).ok_or(StoreError::Conflict("audit_head"))
+    if crate::audit::lock_head_unmoved(c, log).await? {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict("audit_head"))
+    }
 }
 
 /// Queues the transaction's start (and, when `unsynced`, the commit's relaxed sync).
