@@ -191,9 +191,13 @@ impl Store {
         sqlx::any::install_default_drivers();
         let connect: AnyConnectOptions =
             url.parse().map_err(|e| StoreError::Config(format!("database.url is not a valid URL: {e}")))?;
-        let pool = |max: u32| {
+        // sqlx's defaults for the connections that are recycled.
+        let (lifetime, idle) = (Duration::from_secs(30 * 60), Duration::from_secs(10 * 60));
+        let pool = |max: u32, recycled: bool| {
             AnyPoolOptions::new()
                 .max_connections(max)
+                .max_lifetime(recycled.then_some(lifetime))
+                .idle_timeout(recycled.then_some(idle))
                 .acquire_timeout(opts.acquire_timeout)
                 // A SQLite connection is in this process and cannot be dropped by a peer, so
                 // the check before each use is only a hand-off to its thread (and back).
@@ -221,12 +225,16 @@ impl Store {
         };
         let (read, write) = match backend {
             Backend::Sqlite => {
-                let write = pool(1).await?;
-                let read = pool(opts.max_connections.max(1)).await?;
+                // The write connection is never recycled: its thread is made once, by this
+                // call, and so runs under the scheduling policy of the thread that opened the
+                // store (the binary runs the request threads under SCHED_BATCH, and keeps the
+                // write path's threads out of it: see `haven/src/sched.rs`).
+                let write = pool(1, false).await?;
+                let read = pool(opts.max_connections.max(1), true).await?;
                 (read, write)
             }
             Backend::Postgres => {
-                let p = pool(opts.max_connections.max(2)).await?;
+                let p = pool(opts.max_connections.max(2), true).await?;
                 (p.clone(), p)
             }
         };

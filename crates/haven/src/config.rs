@@ -55,6 +55,11 @@ pub struct ServerConf {
     /// Largest JSON request body accepted, in bytes.
     #[config(env = "HAVEN_SERVER_JSON_BODY_LIMIT", default = 65536)]
     pub json_body_limit: usize,
+    /// Run the threads that read requests and write to sockets under Linux's `SCHED_BATCH`
+    /// policy (same CPU share, but their wake-ups do not preempt a running thread), so the
+    /// database writer's batch, which every send waits on, is not interrupted by them.
+    #[config(env = "HAVEN_SERVER_BATCH_SCHEDULING", default = true)]
+    pub batch_scheduling: bool,
     /// TLS, terminated by Haven itself.
     #[config(nested)]
     pub tls: TlsConf,

@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod keycmd;
 mod keys;
+mod sched;
 mod serve;
 mod syslog;
 
@@ -116,7 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         command => {
             let conf = config::load(cli.config.as_deref())?;
             serve::init_logging(&conf)?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = sched::runtime(conf.server.batch_scheduling)?;
             rt.block_on(async move {
                 match command {
                     Command::Serve { demo, bind } => {
