@@ -177,10 +177,10 @@ async fn open_socket(
 }
 
 /// Posts one message; only the status of the answer is read.
-async fn send(http: &reqwest::Client, url: &str, token: &str, key: &str) -> anyhow::Result<()> {
+async fn send(http: &reqwest::Client, url: &reqwest::Url, token: &str, key: &str) -> anyhow::Result<()> {
     let body = format!(r#"{{"idempotency_key":"{key}","body":"{key}"}}"#);
     let resp = http
-        .post(url)
+        .post(url.clone())
         .bearer_auth(token)
         .header("content-type", "application/json")
         .body(body)
@@ -244,7 +244,8 @@ pub async fn run(
             let n = per_sender.min(remaining);
             remaining -= n;
             let http = http.clone();
-            let url = format!("{base}/api/v1/conversations/{conv}/messages");
+            // Parsed once: reqwest would parse a string again for every request.
+            let url = reqwest::Url::parse(&format!("{base}/api/v1/conversations/{conv}/messages"))?;
             let token = users[members[c][s]].1.clone();
             let progress = progress.clone();
             tasks.push(tokio::spawn(async move {

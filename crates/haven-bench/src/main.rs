@@ -17,6 +17,11 @@ mod sink;
 
 use std::path::PathBuf;
 
+/// mimalloc, as the server uses: the tool shares the machine with the server, and glibc's
+/// malloc and free were a visible part of what it spent per frame read.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
