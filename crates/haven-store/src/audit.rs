@@ -71,6 +71,12 @@ struct CanonicalRef<'a> {
     record: &'a AuditRecord,
 }
 
+/// The canonical bytes of `rec` as entry `seq`, recorded at `time` (ms).
+pub(crate) fn canonical_entry(seq: i64, time: i64, rec: &AuditRecord) -> StoreResult<String> {
+    serde_json::to_string(&CanonicalRef { seq, time, record: rec })
+        .map_err(|_| StoreError::Corrupt("audit record"))
+}
+
 #[derive(Deserialize)]
 struct Canonical {
     #[serde(flatten)]
@@ -211,8 +217,7 @@ impl Appender {
         for (rec, now) in recs {
             let seq = self.size + 1;
             let time = ms(*now).max(self.last_time);
-            let entry = serde_json::to_string(&CanonicalRef { seq, time, record: rec })
-                .map_err(|_| StoreError::Corrupt("audit record"))?;
+            let entry = canonical_entry(seq, time, rec)?;
             let leaf = leaf_hash(entry.as_bytes());
             script
                 .bind(seq)

@@ -6,6 +6,10 @@
 //! dirty (and write to the WAL, then copy back) about twice as many pages as everything else in
 //! it. Written up to a thousand entries at a time, the same pages take many rows each.
 //!
+//! The index is one B-tree keyed by what it is searched by, (organisation, kind, reference,
+//! entry) (schema 11; on SQLite a `WITHOUT ROWID` table): a table with an index beside it wrote
+//! each row twice.
+//!
 //! The log stays the authority: entries are appended in the transaction of what they record, and
 //! the index is derived from their canonical bytes. `audit_index_head` says how far it has got,
 //! and moves in the same transaction as the rows it covers, so a crash loses nothing and indexes
@@ -14,13 +18,14 @@
 
 use std::time::Duration;
 
-use haven_domain::audit::AuditRecord;
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use sqlx::AnyPool;
 
-use crate::audit::record_of;
 use crate::rows::get;
 use crate::script::Script;
-use crate::{Store, StoreResult};
+use crate::{Store, StoreError, StoreResult};
 
 /// Entries indexed per transaction at most. This bounds how long the writer is held (recorded,
 /// from BEGIN to commit, as `haven_store_audit_index_seconds`: about 6 ms on the benchmark
@@ -33,10 +38,42 @@ const ROWS_PER_INSERT: usize = 500;
 /// How often the background indexer catches up with the log.
 const INDEX_EVERY: Duration = Duration::from_millis(250);
 
-/// The references an entry is found by: its entities, then its acting user as `agent`.
-pub(crate) fn refs_of(rec: &AuditRecord) -> impl Iterator<Item = (&str, String)> {
-    let agent = rec.agent.user_id.map(|u| ("agent", u.to_string()));
-    rec.entities.iter().map(|e| (e.kind.as_str(), e.id.clone())).chain(agent)
+/// The parts of a canonical entry (see `audit.rs`) its index rows come from, borrowed from
+/// the entry's text: parsing whole records (whose fields are flattened into the entry, which
+/// serde buffers) was most of what indexing cost the runtime's threads.
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(default, borrow)]
+    agent: Option<Agent<'a>>,
+    #[serde(default, borrow)]
+    entities: Vec<Entity<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Agent<'a> {
+    #[serde(default, borrow)]
+    user_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Entity<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+}
+
+/// The references an entry is found by, each once: its entities, and its acting user as
+/// `agent`.
+fn refs_in(entry: &str) -> StoreResult<Vec<(Cow<'_, str>, Cow<'_, str>)>> {
+    let named: Named<'_> = serde_json::from_str(entry).map_err(|_| StoreError::Corrupt("audit entry"))?;
+    let agent = named.agent.and_then(|a| a.user_id).map(|u| (Cow::Borrowed("agent"), u));
+    let mut refs: Vec<_> = named.entities.into_iter().map(|e| (e.kind, e.id)).chain(agent).collect();
+    // The key is (organisation, kind, reference, entry): an entry naming the same thing twice
+    // is one row.
+    refs.sort_unstable();
+    refs.dedup();
+    Ok(refs)
 }
 
 impl Store {
@@ -82,12 +119,16 @@ impl Store {
                 .await?;
         let Some(last) = rows.last() else { return Ok(0) };
         let last: i64 = get(last, "seq")?;
-        let mut refs: Vec<(i64, Option<String>, String, String)> = Vec::new();
+        let mut refs: Vec<(i64, String, String, String)> = Vec::new();
         for row in &rows {
             let seq: i64 = get(row, "seq")?;
-            let org: Option<String> = get(row, "org_id")?;
-            let record = record_of(&get::<String>(row, "entry")?)?;
-            refs.extend(refs_of(&record).map(|(kind, id)| (seq, org.clone(), kind.to_owned(), id)));
+            // Searches always name the organisation: an entry without one is found by its
+            // sequence number or time, never through this index.
+            let Some(org) = get::<Option<String>>(row, "org_id")? else { continue };
+            let entry: String = get(row, "entry")?;
+            refs.extend(
+                refs_in(&entry)?.into_iter().map(|(kind, id)| (seq, org.clone(), kind.into(), id.into())),
+            );
         }
         let mut tx = self.write.begin().await?;
         let began = std::time::Instant::now();
@@ -146,5 +187,59 @@ pub(crate) async fn indexer(store: Store) {
         if let Err(e) = store.index_audit_round().await {
             tracing::warn!(error = %e, "could not index the audit log; the next round will retry");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use haven_domain::audit::{AuditAction, AuditAgent, AuditOutcome, AuditRecord};
+    use haven_domain::{OrgId, UserId};
+
+    use super::*;
+    use crate::audit::canonical_entry;
+
+    /// What the index is meant to hold for `rec`: its entities and its acting user, each once.
+    fn expected(rec: &AuditRecord) -> Vec<(String, String)> {
+        let agent = rec.agent.user_id.map(|u| ("agent".to_owned(), u.to_string()));
+        let mut v: Vec<_> =
+            rec.entities.iter().map(|e| (e.kind.clone(), e.id.clone())).chain(agent).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    #[test]
+    fn the_references_read_from_an_entry_are_its_entities_and_agent_each_once() {
+        let user = UserId::from_uuid(uuid::Uuid::from_u128(7));
+        let agent = AuditAgent { user_id: Some(user), ..AuditAgent::default() };
+        let records = [
+            AuditRecord::new(
+                Some(OrgId::from_uuid(uuid::Uuid::from_u128(1))),
+                "t",
+                "s",
+                AuditAction::R,
+                AuditOutcome::Success,
+                agent.clone(),
+            )
+            .entity("patient", "p1")
+            .entity("patient", "p1")
+            .entity("conversation", "c\"quoted\" \\ and \u{e9}"),
+            AuditRecord::new(
+                None,
+                "t",
+                "s",
+                AuditAction::E,
+                AuditOutcome::MinorFailure,
+                AuditAgent::default(),
+            ),
+            AuditRecord::new(None, "t", "s", AuditAction::E, AuditOutcome::Success, agent).code("c"),
+        ];
+        for rec in &records {
+            let entry = canonical_entry(42, 1_800_000_000_000, rec).unwrap();
+            let got: Vec<(String, String)> =
+                refs_in(&entry).unwrap().into_iter().map(|(k, i)| (k.into_owned(), i.into_owned())).collect();
+            assert_eq!(got, expected(rec), "{entry}");
+        }
+        assert!(matches!(refs_in("{\"entities\": 3}"), Err(StoreError::Corrupt(_))));
     }
 }

@@ -45,6 +45,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(8, "idempotency_key_first", "0008_idempotency_key_first.sql", rebuilds),
     migration!(9, "drop_audit_by_time", "0009_drop_audit_by_time.sql"),
     migration!(10, "texting_indexes", "0010_texting_indexes.sql"),
+    migration!(11, "audit_index_keyed", "0011_audit_index_keyed.sql"),
 ];
 
 fn checksum(sql: &str) -> String {

@@ -535,6 +535,77 @@ both_backends!(schema_8_keeps_every_message_and_its_idempotency_key, |b: Backend
     s.close().await;
 });
 
+both_backends!(schema_11_keys_the_audit_index_by_what_it_is_searched_by, |b: Backend| async move {
+    let db = TestDb::new(b).await;
+    let s = Store::connect(db.url(), &StoreOptions::default()).await.unwrap();
+    s.migrate_to(10).await.unwrap();
+    let a = org(&s, "A").await;
+    for i in 0..30 {
+        s.record_audit(&rec(Some(a), "read").entity("patient", "p1"), t(i)).await.unwrap();
+    }
+    s.index_audit().await.unwrap();
+    let mut c = raw(&db).await;
+    // What schema 10 could also hold: rows of an entry without an organisation, and the same
+    // row twice.
+    s.record_audit(&rec(None, "system").entity("patient", "p1"), t(40)).await.unwrap();
+    let seq = s.audit_head().await.unwrap().size;
+    let first: i64 = sqlx::query_scalar("SELECT MIN(seq) FROM audit_index WHERE ref_id = 'p1'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let old = format!(
+        "INSERT INTO audit_index (seq, org_id, kind, ref_id) VALUES ({seq}, NULL, 'patient', 'p1'), ({first}, '{a}', 'patient', 'p1')"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(old)).execute(&mut c).await.unwrap();
+    let rows = async |c: &mut sqlx::AnyConnection| -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_index").fetch_one(&mut *c).await.unwrap()
+    };
+    let before = rows(&mut c).await;
+
+    assert_eq!(s.migrate_to(11).await.unwrap(), 1);
+    assert_eq!(rows(&mut c).await, before - 2, "the organisation-less row and the repeat are gone");
+    let by = |who: &str| haven_store::AuditQuery {
+        refs: vec![("patient".into(), who.into())],
+        ..Default::default()
+    };
+    assert_eq!(s.search_audit(a, &by("p1"), 100).await.unwrap().len(), 30);
+    // The key refuses what it exists to rule out.
+    let null_org =
+        format!("INSERT INTO audit_index (seq, org_id, kind, ref_id) VALUES ({seq}, NULL, 'patient', 'p2')");
+    assert!(sqlx::raw_sql(sqlx::AssertSqlSafe(null_org)).execute(&mut c).await.is_err());
+    let twice = format!(
+        "INSERT INTO audit_index (seq, org_id, kind, ref_id) VALUES ({first}, '{a}', 'patient', 'p1')"
+    );
+    assert!(sqlx::raw_sql(sqlx::AssertSqlSafe(twice)).execute(&mut c).await.is_err());
+    // New entries are indexed under the new key: one naming its patient twice, and one without
+    // an organisation, which no search can ask for.
+    let twice_named = rec(Some(a), "read").entity("patient", "p1").entity("patient", "p1");
+    s.record_audit(&twice_named, t(50)).await.unwrap();
+    s.record_audit(&rec(None, "system").entity("patient", "p1"), t(51)).await.unwrap();
+    assert_eq!(s.search_audit(a, &by("p1"), 100).await.unwrap().len(), 31);
+    assert_eq!(s.index_audit().await.unwrap(), 0, "the search brought the index up to the log");
+    assert_eq!(rows(&mut c).await, before - 2 + 1);
+    // The lookup is the key itself (PostgreSQL scans a table this small whole unless told not to).
+    if b == Backend::Postgres {
+        sqlx::raw_sql("SET enable_seqscan = off").execute(&mut c).await.unwrap();
+    }
+    let explain = if b == Backend::Sqlite { "EXPLAIN QUERY PLAN" } else { "EXPLAIN" };
+    let sql = format!(
+        "{explain} SELECT seq FROM audit_index WHERE org_id = '{a}' AND kind = 'patient' AND ref_id = 'p1'"
+    );
+    let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| sqlx::Row::get(r, if b == Backend::Sqlite { "detail" } else { "QUERY PLAN" }))
+        .collect();
+    let plan = plan.join("\n");
+    let key = if b == Backend::Sqlite { "PRIMARY KEY" } else { "audit_index_pkey" };
+    assert!(plan.contains(key), "{plan}");
+    s.close().await;
+});
+
 both_backends!(
     schema_10_reads_texts_and_consent_by_phone_and_by_patient_without_statistics,
     |b: Backend| async move {
