@@ -4,7 +4,7 @@
 //! Why: an entry's index rows land wherever their user or conversation sorts, a different
 //! B-tree page for nearly every row, so writing them with the entry made each group-commit batch
 //! dirty (and write to the WAL, then copy back) about twice as many pages as everything else in
-//! it. Written up to a thousand entries at a time, the same pages take many rows each.
+//! it. Written a few hundred entries at a time, the same pages take many rows each.
 //!
 //! The index is one B-tree keyed by what it is searched by, (organisation, kind, reference,
 //! entry) (schema 11; on SQLite a `WITHOUT ROWID` table): a table with an index beside it wrote
@@ -16,9 +16,8 @@
 //! nothing twice. A search by reference first brings the index up to the head of the log, so it
 //! never misses an entry however far behind the background indexer is.
 
-use std::time::Duration;
-
 use std::borrow::Cow;
+use std::time::Duration;
 
 use serde::Deserialize;
 use sqlx::AnyPool;
@@ -40,7 +39,7 @@ const INDEX_EVERY: Duration = Duration::from_millis(250);
 
 /// The parts of a canonical entry (see `audit.rs`) its index rows come from, borrowed from
 /// the entry's text: parsing whole records (whose fields are flattened into the entry, which
-/// serde buffers) was most of what indexing cost the runtime's threads.
+/// serde buffers) was a large part of what indexing cost the runtime's threads.
 #[derive(Deserialize)]
 struct Named<'a> {
     #[serde(default, borrow)]
