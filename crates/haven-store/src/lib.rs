@@ -191,13 +191,13 @@ impl Store {
         sqlx::any::install_default_drivers();
         let connect: AnyConnectOptions =
             url.parse().map_err(|e| StoreError::Config(format!("database.url is not a valid URL: {e}")))?;
-        // sqlx's defaults for the connections that are recycled.
-        let (lifetime, idle) = (Duration::from_secs(30 * 60), Duration::from_secs(10 * 60));
         let pool = |max: u32, recycled: bool| {
-            AnyPoolOptions::new()
+            let mut options = AnyPoolOptions::new();
+            if !recycled {
+                options = options.max_lifetime(None).idle_timeout(None);
+            }
+            options
                 .max_connections(max)
-                .max_lifetime(recycled.then_some(lifetime))
-                .idle_timeout(recycled.then_some(idle))
                 .acquire_timeout(opts.acquire_timeout)
                 // A SQLite connection is in this process and cannot be dropped by a peer, so
                 // the check before each use is only a hand-off to its thread (and back).

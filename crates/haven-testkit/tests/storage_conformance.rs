@@ -69,6 +69,18 @@ async fn raw(db: &TestDb) -> sqlx::AnyConnection {
     <sqlx::AnyConnection as sqlx::Connection>::connect(db.url()).await.unwrap()
 }
 
+/// The plan of `sql` on backend `b`, one line per step; `blob` is bound to `$1` when given.
+async fn plan(c: &mut sqlx::AnyConnection, b: Backend, sql: &str, blob: Option<Vec<u8>>) -> String {
+    let (explain, column) =
+        if b == Backend::Sqlite { ("EXPLAIN QUERY PLAN", "detail") } else { ("EXPLAIN", "QUERY PLAN") };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("{explain} {sql}")));
+    if let Some(blob) = blob {
+        query = query.bind(blob);
+    }
+    let rows = query.fetch_all(c).await.unwrap();
+    rows.iter().map(|r| sqlx::Row::get::<String, _>(r, column)).collect::<Vec<_>>().join("\n")
+}
+
 both_backends!(users_are_scoped_by_organisation, |b: Backend| async move {
     let db = TestDb::new(b).await;
     let s = open(&db).await;
@@ -589,18 +601,9 @@ both_backends!(schema_11_keys_the_audit_index_by_what_it_is_searched_by, |b: Bac
     if b == Backend::Postgres {
         sqlx::raw_sql("SET enable_seqscan = off").execute(&mut c).await.unwrap();
     }
-    let explain = if b == Backend::Sqlite { "EXPLAIN QUERY PLAN" } else { "EXPLAIN" };
-    let sql = format!(
-        "{explain} SELECT seq FROM audit_index WHERE org_id = '{a}' AND kind = 'patient' AND ref_id = 'p1'"
-    );
-    let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .fetch_all(&mut c)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| sqlx::Row::get(r, if b == Backend::Sqlite { "detail" } else { "QUERY PLAN" }))
-        .collect();
-    let plan = plan.join("\n");
+    let sql =
+        format!("SELECT seq FROM audit_index WHERE org_id = '{a}' AND kind = 'patient' AND ref_id = 'p1'");
+    let plan = plan(&mut c, b, &sql, None).await;
     let key = if b == Backend::Sqlite { "PRIMARY KEY" } else { "audit_index_pkey" };
     assert!(plan.contains(key), "{plan}");
     s.close().await;
@@ -609,27 +612,16 @@ both_backends!(schema_11_keys_the_audit_index_by_what_it_is_searched_by, |b: Bac
 both_backends!(
     schema_10_reads_texts_and_consent_by_phone_and_by_patient_without_statistics,
     |b: Backend| async move {
-        use sqlx::Row;
         let db = TestDb::new(b).await;
         let s = open(&db).await;
         let mut c = raw(&db).await;
         // A new database has no statistics: the plan must follow from the indexes alone. Before
         // schema 10 PostgreSQL answered these from indexes led by the organisation, reading every
         // text or consent entry of the organisation for each text queued or batch claimed.
-        let plan = async |c: &mut sqlx::AnyConnection, sql: &str| -> String {
-            let (explain, column) = if b == Backend::Sqlite {
-                ("EXPLAIN QUERY PLAN", "detail")
-            } else {
-                ("EXPLAIN", "QUERY PLAN")
-            };
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{explain} {sql}")))
-                .bind(vec![0_u8; 64])
-                .fetch_all(c)
-                .await
-                .unwrap();
-            rows.iter().map(|r| r.get::<String, _>(column)).collect::<Vec<_>>().join("\n")
-        };
-        let cap = plan(
+        // Every lookup here binds a 64-byte blob as $1 (a phone index, or a claim's numbers).
+        let plan_of =
+            async |c: &mut sqlx::AnyConnection, sql: &str| plan(c, b, sql, Some(vec![0_u8; 64])).await;
+        let cap = plan_of(
             &mut c,
             "SELECT COALESCE(sent_at, not_before) AS at FROM sms_outbox
          WHERE org_id = 'o' AND phone_index = $1 AND purpose = 'care'
@@ -637,7 +629,7 @@ both_backends!(
         )
         .await;
         assert!(cap.contains("sms_outbox_by_phone"), "the frequency cap's lookup: {cap}");
-        let by_patient = plan(
+        let by_patient = plan_of(
         &mut c,
         "SELECT id FROM sms_outbox WHERE org_id = 'o' AND patient_id = 'p' AND phone_index <> $1 ORDER BY created_at DESC, id LIMIT 50",
     )
@@ -657,7 +649,7 @@ both_backends!(
         // A claim's worth of numbers, as `consent_statuses` asks for them.
         let numbers: Vec<String> =
             (1..=64).map(|k| format!("(org_id = '{a}' AND phone_index = substr($1, {k}))")).collect();
-        let consent = plan(
+        let consent = plan_of(
             &mut c,
             &format!(
                 "SELECT org_id, phone_index, purpose, state FROM consent_ledger WHERE {} ORDER BY seq",
