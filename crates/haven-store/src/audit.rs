@@ -133,14 +133,19 @@ pub(crate) async fn lock_head(conn: &mut AnyConnection) -> StoreResult<Appender>
     Appender::load(conn).await
 }
 
-/// Locks the audit head, at the start of a transaction, only if the log still has `log`'s
-/// size; false if another writer appended since (whatever was known from `log` may be stale).
-pub(crate) async fn lock_head_unmoved(conn: &mut AnyConnection, log: &Appender) -> StoreResult<bool> {
-    let locked = sqlx::query("UPDATE audit_head SET size = size WHERE id = 1 AND size = $1 RETURNING size")
-        .bind(log.size)
-        .fetch_optional(conn)
-        .await?;
-    Ok(locked.is_some())
+/// Begins a transaction and locks the audit head in it, only if the log still has `log`'s size;
+/// false if another writer appended since (whatever was known from `log` may be stale), with
+/// the transaction left open for the caller to roll back.
+///
+/// Both go in one round trip: a batch of sends on PostgreSQL spent a quarter of its time on
+/// the two. Only the simple protocol takes two statements at once, and it has no parameters,
+/// so the size (an integer of the writer's own, never input) is written into the text.
+pub(crate) async fn begin_with_head_unmoved(conn: &mut AnyConnection, log: &Appender) -> StoreResult<bool> {
+    let size: i64 = log.size;
+    let sql =
+        format!("BEGIN; UPDATE audit_head SET size = size WHERE id = 1 AND size = {size} RETURNING size");
+    let locked = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(conn).await?;
+    Ok(!locked.is_empty())
 }
 
 /// Appends `recs`, all at `now`, after the head `log` this transaction locked ([`lock_head`]);

@@ -22,6 +22,7 @@ use haven_domain::audit::AuditRecord;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool, Executor};
 use tokio::sync::{mpsc, oneshot};
@@ -48,26 +49,35 @@ struct Job {
 #[derive(Clone, Debug)]
 pub(crate) struct GroupCommit {
     queue: mpsc::UnboundedSender<Job>,
+    /// The writer's own pool, to close with the store's.
+    own: Option<AnyPool>,
 }
 
 impl GroupCommit {
-    /// Starts the writer task. It ends when every handle is dropped. With `sole_writer` (the
-    /// pool's one connection carries every write of the process: SQLite) it runs on a thread of
-    /// its own (see [`Self::start`]'s caller), otherwise on the current runtime. Either way it
-    /// keeps what it knows of the database from one batch to the next (see `Known`). With `wal`, the
-    /// SQLite write-ahead log's path, its commits are made durable by a syncing thread (see
-    /// `durable.rs`) instead of inside each commit.
-    pub(crate) fn start(pool: AnyPool, sole_writer: bool, wal: Option<PathBuf>) -> Self {
+    /// Starts the writer task, on a thread of its own. It ends when every handle is dropped.
+    /// It keeps what it knows of the database from one batch to the next (see `Known`). With
+    /// `wal`, the SQLite write-ahead log's path, its commits are made durable by a syncing
+    /// thread (see `durable.rs`) instead of inside each commit.
+    pub(crate) fn start(source: WriterPool, wal: Option<PathBuf>) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         let sync = wal.and_then(|path| {
             WalSync::start(path)
                 .map_err(|e| tracing::warn!(error = %e, "could not start the log syncing thread; commits sync inline"))
                 .ok()
         });
-        let runtime =
-            sole_writer.then(|| tokio::runtime::Builder::new_current_thread().enable_all().build()).and_then(
-                |rt| rt.map_err(|e| tracing::warn!(error = %e, "the writer runs on the shared runtime")).ok(),
-            );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "the writer runs on the shared runtime"))
+            .ok();
+        let own = matches!(source, WriterPool::Own(..));
+        // Opened inside the writer's runtime, so the pool's own tasks and its connection's
+        // socket belong to the writer's thread.
+        let pool = {
+            let _inside = runtime.as_ref().map(tokio::runtime::Runtime::enter);
+            source.open()
+        };
+        let closing = own.then(|| pool.clone());
         match runtime {
             Some(rt) => {
                 let spawned = std::thread::Builder::new()
@@ -81,7 +91,14 @@ impl GroupCommit {
                 tokio::spawn(writer(pool, rx, sync, Some(Known::default())));
             }
         }
-        Self { queue }
+        Self { queue, own: closing }
+    }
+
+    /// Closes the writer's own connection (if it has one), waiting for its batch to finish.
+    pub(crate) async fn close(&self) {
+        if let Some(pool) = &self.own {
+            pool.close().await;
+        }
     }
 
     /// Stores one message through the next batch; returns after that batch's commit.
@@ -95,6 +112,28 @@ impl GroupCommit {
         // tells whether sends wait on the writer or somewhere else.
         metrics::histogram!("haven_store_send_seconds").record(queued.elapsed().as_secs_f64());
         answered
+    }
+}
+
+/// Where the writer's connection comes from.
+pub(crate) enum WriterPool {
+    /// The store's write pool (SQLite: its one connection carries every write of the process).
+    Shared(AnyPool),
+    /// A pool (of one connection) of the writer's own (PostgreSQL), opened on the writer's
+    /// thread: the connection's socket is then watched by that thread, which wakes as soon as
+    /// the database answers. On the shared runtime each of a batch's round trips waited for a
+    /// busy worker to look at the socket and then to run the writer.
+    Own(Box<(AnyPoolOptions, AnyConnectOptions)>),
+}
+
+impl WriterPool {
+    /// The pool; when it is the writer's own, opened lazily (its connection is made by the
+    /// writer's first batch).
+    fn open(self) -> AnyPool {
+        match self {
+            Self::Shared(pool) => pool,
+            Self::Own(own) => own.0.connect_lazy_with(own.1),
+        }
     }
 }
 

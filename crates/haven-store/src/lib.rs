@@ -191,7 +191,7 @@ impl Store {
         sqlx::any::install_default_drivers();
         let connect: AnyConnectOptions =
             url.parse().map_err(|e| StoreError::Config(format!("database.url is not a valid URL: {e}")))?;
-        let pool = |max: u32, recycled: bool| {
+        let options = |max: u32, recycled: bool| {
             let mut options = AnyPoolOptions::new();
             if !recycled {
                 options = options.max_lifetime(None).idle_timeout(None);
@@ -221,8 +221,8 @@ impl Store {
                         Ok(())
                     })
                 })
-                .connect_with(connect.clone())
         };
+        let pool = |max: u32, recycled: bool| options(max, recycled).connect_with(connect.clone());
         let (read, write) = match backend {
             Backend::Sqlite => {
                 // The write connection is never recycled: its thread is made once, by this
@@ -241,14 +241,17 @@ impl Store {
         // On PostgreSQL too: every audited write queues on the audit head's row lock anyway, so
         // one writer per node loses no concurrency and saves a commit and a dozen round trips
         // per send.
-        // On SQLite every statement of a batch is a hand-off to the connection's thread and
-        // back, and each answer wakes the writer from outside the runtime, where a busy
-        // runtime's workers look only now and then: the writer gets a thread of its own.
-        let wal = match backend {
-            Backend::Sqlite => wal_path(&write).await?,
-            Backend::Postgres => None,
+        // Every round trip of a batch (on SQLite a hand-off to the connection's thread and
+        // back) wakes the writer from outside the runtime, where a busy runtime's workers look
+        // only now and then: the writer gets a thread of its own, and on PostgreSQL a
+        // connection of its own that its thread watches (see `group::WriterPool`).
+        let (source, wal) = match backend {
+            Backend::Sqlite => (group::WriterPool::Shared(write.clone()), wal_path(&write).await?),
+            Backend::Postgres => {
+                (group::WriterPool::Own(Box::new((options(1, true), connect.clone()))), None)
+            }
         };
-        let group = group::GroupCommit::start(write.clone(), backend == Backend::Sqlite, wal);
+        let group = group::GroupCommit::start(source, wal);
         let alive = std::sync::Arc::new(());
         if backend == Backend::Sqlite {
             tokio::spawn(checkpoints(read.clone(), std::sync::Arc::downgrade(&alive)));
@@ -330,6 +333,7 @@ impl Store {
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
+        self.group.close().await;
     }
 }
 

@@ -197,8 +197,7 @@ async fn read(
 /// Begins a transaction and locks the audit head, if it still has the size `log` ends at;
 /// fails with a conflict if another writer appended since (what is known may be stale).
 async fn lock_known_head(c: &mut AnyConnection, log: &Appender) -> StoreResult<()> {
-    c.execute("BEGIN").await?;
-    if crate::audit::lock_head_unmoved(c, log).await? {
+    if crate::audit::begin_with_head_unmoved(c, log).await? {
         Ok(())
     } else {
         Err(StoreError::Conflict("audit_head"))

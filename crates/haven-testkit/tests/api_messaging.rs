@@ -549,3 +549,65 @@ both_backends!(
         s.stop().await;
     }
 );
+
+/// Connections the PostgreSQL server has open to database `name`.
+async fn connections_to(admin: &mut sqlx::AnyConnection, name: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+        .bind(name)
+        .fetch_one(admin)
+        .await
+        .unwrap()
+}
+
+/// Waits up to five seconds for the connections to database `name` to be `want`; returns the
+/// last count.
+async fn settle(admin: &mut sqlx::AnyConnection, name: &str, want: i64) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let n = connections_to(admin, name).await;
+        if n == want || std::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_writer_reconnects_and_closes_with_the_store() {
+    // On PostgreSQL the group-commit writer has a connection of its own, made on its own
+    // thread rather than taken from the store's pool. When the database drops it, the next
+    // batch must take a new one; when the store closes, it must close too.
+    let s = TestServer::start(Backend::Postgres).await;
+    let o = org(&s, "Riverside").await;
+    let (_, a) = signed_in(&s, o, "alice", Role::Clinician).await;
+    let (bob_u, _) = signed_in(&s, o, "bob", Role::Nurse).await;
+    let conv = direct(&s, &a, &bob_u).await;
+    let (st, e) = send(&s, &a, &conv, "k-1", json!({"body": "one"})).await;
+    assert_eq!(st, 201, "{e}");
+
+    let name = s.db.url().rsplit('/').next().unwrap().to_owned();
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&haven_testkit::postgres_admin_url())
+        .await
+        .unwrap();
+    assert!(connections_to(&mut admin, &name).await >= 2, "the writer's connection and the pool's");
+    // With a timeout, each call returns once its backend has gone.
+    let ended: Vec<bool> =
+        sqlx::query_scalar("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&name)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+    assert!(ended.len() >= 2 && ended.iter().all(|e| *e), "{ended:?}");
+
+    let (st, e) = send(&s, &a, &conv, "k-2", json!({"body": "two"})).await;
+    assert_eq!(st, 201, "a send after the writer's connection was dropped: {e}");
+    let bodies: Vec<String> = history(&s, &a, &conv)
+        .await
+        .iter()
+        .filter_map(|e| e["message"]["body"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(bodies, ["one", "two"]);
+
+    s.app.store().close().await;
+    assert_eq!(settle(&mut admin, &name, 0).await, 0, "closing the store closed every connection");
+}
