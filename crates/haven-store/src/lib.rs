@@ -25,6 +25,7 @@ mod send;
 mod sessions;
 mod texting;
 mod throttle;
+mod wal;
 
 use std::path::Path;
 use std::time::Duration;
@@ -138,39 +139,6 @@ pub struct Store {
     _alive: std::sync::Arc<()>,
 }
 
-/// How often the WAL of a SQLite database is checkpointed into the main file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-
-/// Copies committed WAL frames into the main database file on a read connection, so the
-/// writer's own (automatic) checkpoint finds little left to copy. PASSIVE never waits for
-/// readers or the writer, and so under a steady stream of writes it never catches up with the
-/// end of the WAL; the writer's automatic checkpoint, run between its transactions, does, and
-/// only then can the WAL start again from its beginning. Without it the WAL grew without
-/// bound (1.1 GB in 35 s of the outbox benchmark), and every read slowed down with it.
-/// Ends with the store or its pool.
-async fn checkpoints(pool: AnyPool, alive: std::sync::Weak<()>) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if alive.strong_count() == 0 || pool.is_closed() {
-            return;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            tracing::warn!(error = %e, "WAL checkpoint failed; the next one will retry");
-        }
-    }
-}
-
-/// The write-ahead log of the SQLite database behind `pool`; none for a database in memory.
-async fn wal_path(pool: &AnyPool) -> StoreResult<Option<std::path::PathBuf>> {
-    let file: Option<String> =
-        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-            .fetch_optional(pool)
-            .await?;
-    Ok(file.filter(|f| !f.is_empty()).map(|f| std::path::PathBuf::from(format!("{f}-wal"))))
-}
-
 /// The SQLite URL of the default database file inside a data directory.
 pub fn sqlite_url_for(data_dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("haven.db").display())
@@ -209,12 +177,13 @@ impl Store {
                             // every commit durable across power loss, not just process crashes.
                             // Statement journals (for multi-row inserts inside a transaction)
                             // stay in memory: they are never needed after a crash. Automatic
-                            // checkpoints stay on (they bound the WAL); `checkpoints` does most
-                            // of their copying beforehand, off the writer's path.
+                            // checkpoints stay on (they bound the WAL), but only every 4,000
+                            // pages: `wal::checkpoints` does their copying beforehand, off the
+                            // writer's path.
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                                  PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                                 PRAGMA temp_store = MEMORY;",
+                                 PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 4000;",
                             )
                             .await?;
                         }
@@ -246,7 +215,7 @@ impl Store {
         // only now and then: the writer gets a thread of its own, and on PostgreSQL a
         // connection of its own that its thread watches (see `group::WriterPool`).
         let (source, wal) = match backend {
-            Backend::Sqlite => (group::WriterPool::Shared(write.clone()), wal_path(&write).await?),
+            Backend::Sqlite => (group::WriterPool::Shared(write.clone()), wal::wal_path(&write).await?),
             Backend::Postgres => {
                 (group::WriterPool::Own(Box::new((options(1, true), connect.clone()))), None)
             }
@@ -254,7 +223,7 @@ impl Store {
         let group = group::GroupCommit::start(source, wal);
         let alive = std::sync::Arc::new(());
         if backend == Backend::Sqlite {
-            tokio::spawn(checkpoints(read.clone(), std::sync::Arc::downgrade(&alive)));
+            tokio::spawn(wal::checkpoints(read.clone(), std::sync::Arc::downgrade(&alive)));
         }
         Ok(Self { read, write, group, backend, auth_epoch: Default::default(), _alive: alive })
     }
