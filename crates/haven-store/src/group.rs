@@ -4,8 +4,10 @@
 //! waiting at that moment in one transaction, with one audit head read and write, and commits
 //! once. Each sender is answered only after that commit, so nothing is acknowledged before it
 //! is durable. While sends keep arriving the writer keeps the write connection and runs batch
-//! after batch on it (for at most `HOLD_FOR`, so other writers still get their turn): each
-//! return to the pool would cost two wake-ups per batch.
+//! after batch on it: each return to the pool would cost two wake-ups per batch, and on
+//! PostgreSQL two pings (sqlx checks a connection as it is returned and, here, as it is taken).
+//! Where the pool is shared with other writes (SQLite) it keeps it for at most `HOLD_FOR`, so
+//! they still get their turn; its own connection (PostgreSQL) it keeps while sends keep coming.
 //!
 //! A batch has no savepoints (each would be two more round trips per send). If any send in it
 //! fails, or the batch cannot begin or commit, the whole batch is rolled back and every send in
@@ -35,7 +37,7 @@ use crate::{StoreError, StoreResult};
 /// The most sends committed together; bounds the time a batch holds the writer.
 const MAX_BATCH: usize = 128;
 
-/// The longest the writer keeps the write connection across consecutive batches.
+/// The longest the writer keeps a shared pool's connection across consecutive batches.
 const HOLD_FOR: Duration = Duration::from_millis(10);
 
 struct Job {
@@ -54,10 +56,11 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer task, on a thread of its own. It ends when every handle is dropped.
-    /// It keeps what it knows of the database from one batch to the next (see `Known`). With
-    /// `wal`, the SQLite write-ahead log's path, its commits are made durable by a syncing
-    /// thread (see `durable.rs`) instead of inside each commit.
+    /// Starts the writer task, on a thread of its own (or, if no thread can be made, on the
+    /// current runtime). It ends when every handle is dropped. It keeps what it knows of the
+    /// database from one batch to the next (see `Known`). With `wal`, the SQLite write-ahead
+    /// log's path, its commits are made durable by a syncing thread (see `durable.rs`) instead
+    /// of inside each commit.
     pub(crate) fn start(source: WriterPool, wal: Option<PathBuf>) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         let sync = wal.and_then(|path| {
@@ -78,17 +81,11 @@ impl GroupCommit {
             source.open()
         };
         let closing = own.then(|| pool.clone());
+        let parts = Writer { pool, hold_for: (!own).then_some(HOLD_FOR), rx, sync };
         match runtime {
-            Some(rt) => {
-                let spawned = std::thread::Builder::new()
-                    .name("haven-writer".into())
-                    .spawn(move || rt.block_on(writer(pool, rx, sync, Some(Known::default()))));
-                if let Err(e) = spawned {
-                    tracing::error!(error = %e, "could not start the writer thread");
-                }
-            }
+            Some(rt) => on_own_thread(rt, parts),
             None => {
-                tokio::spawn(writer(pool, rx, sync, Some(Known::default())));
+                tokio::spawn(writer(parts));
             }
         }
         Self { queue, own: closing }
@@ -119,10 +116,11 @@ impl GroupCommit {
 pub(crate) enum WriterPool {
     /// The store's write pool (SQLite: its one connection carries every write of the process).
     Shared(AnyPool),
-    /// A pool (of one connection) of the writer's own (PostgreSQL), opened on the writer's
-    /// thread: the connection's socket is then watched by that thread, which wakes as soon as
-    /// the database answers. On the shared runtime each of a batch's round trips waited for a
-    /// busy worker to look at the socket and then to run the writer.
+    /// A pool (of one connection) of the writer's own (PostgreSQL), opened inside the writer's
+    /// runtime, so its connection is made on the writer's thread, whose runtime then watches
+    /// the socket and wakes it as soon as the database answers. On the shared runtime each of
+    /// a batch's round trips waited for a busy worker to look at the socket and then to run
+    /// the writer.
     Own(Box<(AnyPoolOptions, AnyConnectOptions)>),
 }
 
@@ -141,12 +139,44 @@ fn stopped() -> StoreError {
     StoreError::Database(sqlx::Error::PoolClosed)
 }
 
-async fn writer(
+/// What the writer task runs with.
+struct Writer {
     pool: AnyPool,
-    mut rx: mpsc::UnboundedReceiver<Job>,
+    /// How long it may keep the pool's connection while batches follow one another; no limit
+    /// when the pool is its own.
+    hold_for: Option<Duration>,
+    rx: mpsc::UnboundedReceiver<Job>,
     sync: Option<WalSync<Sent>>,
-    mut known: Option<Known>,
-) {
+}
+
+/// Runs the writer on a thread of its own, with `rt` as its runtime. The thread is made before
+/// it is handed the runtime: a runtime dropped inside another one (if the thread cannot be
+/// made) would panic, so then it is shut down instead and the writer runs on the current one.
+fn on_own_thread(rt: tokio::runtime::Runtime, parts: Writer) {
+    let (hand_over, taken) = std::sync::mpsc::sync_channel::<(tokio::runtime::Runtime, Writer)>(1);
+    let spawned = std::thread::Builder::new().name("haven-writer".into()).spawn(move || {
+        if let Ok((rt, parts)) = taken.recv() {
+            rt.block_on(writer(parts));
+        }
+    });
+    let back = match spawned {
+        Ok(_) => match hand_over.send((rt, parts)) {
+            Ok(()) => return,
+            Err(std::sync::mpsc::SendError(back)) => back,
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the writer thread; the writer runs on the shared runtime");
+            (rt, parts)
+        }
+    };
+    let (rt, parts) = back;
+    rt.shutdown_background();
+    tokio::spawn(writer(parts));
+}
+
+async fn writer(parts: Writer) {
+    let Writer { pool, hold_for, mut rx, sync } = parts;
+    let mut known = Some(Known::default());
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         if sync.as_ref().is_some_and(WalSync::failed) {
@@ -164,9 +194,8 @@ async fn writer(
                 continue;
             }
         };
-        // The connection is kept while batches follow one another (returning it to the pool
-        // and taking it back costs a check and two wake-ups per batch), but not for longer
-        // than HOLD_FOR, so other writes still get their turn under a steady stream of sends.
+        // The connection is kept while batches follow one another (see the module text), but
+        // a shared pool's not for longer than `hold_for`.
         let held = Instant::now();
         loop {
             let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
@@ -192,7 +221,7 @@ async fn writer(
                 answer(sync.as_ref(), vec![(job.reply, sent)]);
             }
             metrics::histogram!("haven_store_group_commit_seconds").record(began.elapsed().as_secs_f64());
-            if failed || held.elapsed() >= HOLD_FOR {
+            if failed || hold_for.is_some_and(|limit| held.elapsed() >= limit) {
                 break;
             }
             while jobs.len() < MAX_BATCH {

@@ -109,7 +109,8 @@ impl Backend {
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Maximum connections of the read pool (the write pool of SQLite always has one).
+    /// Maximum connections of the read pool (the write pool of SQLite always has one). On
+    /// PostgreSQL the pool has at least two, and the message writer keeps one more of its own.
     pub max_connections: u32,
     /// How long to wait for a connection before failing a request.
     pub acquire_timeout: Duration,
@@ -125,8 +126,10 @@ impl Default for StoreOptions {
 #[derive(Clone, Debug)]
 pub struct Store {
     read: AnyPool,
-    /// All writes go through this pool. On SQLite it has one connection, so write transactions
-    /// never contend for the file lock; on PostgreSQL it is the same pool as `read`.
+    /// Every write but the group-commit writer's on PostgreSQL goes through this pool. On
+    /// SQLite it has one connection, which the writer shares, so write transactions never
+    /// contend for the file lock; on PostgreSQL it is the same pool as `read`, and the writer
+    /// has a connection of its own (see `group::WriterPool`).
     write: AnyPool,
     /// Sends go through group commit (see `group.rs`).
     group: group::GroupCommit,
@@ -281,9 +284,9 @@ impl Store {
     }
 
     /// Whether a commit on the write connection returns only once it is durable (SQLite:
-    /// `synchronous` FULL or stronger; PostgreSQL: `synchronous_commit` not off). Group commit
-    /// relaxes this on its own batches and must restore it before other writes get the
-    /// connection; this checks that it did.
+    /// `synchronous` FULL or stronger; PostgreSQL: `synchronous_commit` not off). On SQLite
+    /// group commit relaxes this on its own batches and must restore it before other writes get
+    /// the connection; this checks that it did. (On PostgreSQL the writer never relaxes it.)
     pub async fn commits_durably(&self) -> StoreResult<bool> {
         let mut conn = self.write.acquire().await?;
         Ok(match self.backend {
@@ -300,9 +303,9 @@ impl Store {
     /// Closes every connection, waiting for running statements to finish. On SQLite this also
     /// checkpoints the WAL into the main file.
     pub async fn close(&self) {
+        self.group.close().await;
         self.read.close().await;
         self.write.close().await;
-        self.group.close().await;
     }
 }
 

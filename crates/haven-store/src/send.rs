@@ -9,8 +9,8 @@
 //! commit are two more each (they wait for the caller to take their answer), which is why the
 //! transaction is begun and committed by the scripts instead. A single send takes the same path
 //! as a batch of one. The writer remembers what it wrote, and a batch to conversations it knows
-//! is the last script alone: one round trip on SQLite; on PostgreSQL a conditional lock of the
-//! audit head, then that script (see [`Known`]).
+//! is the last script alone: one round trip on SQLite; on PostgreSQL the begin with a
+//! conditional lock of the audit head (one round trip), then that script (see [`Known`]).
 
 use std::collections::HashMap;
 

@@ -42,11 +42,18 @@ pub(crate) async fn checkpoints(pool: AnyPool, alive: Weak<()>) {
             return;
         }
         match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool).await {
-            Ok((_busy, log, copied)) => {
-                wait = next_wait(last, (log, copied));
-                last = Some((log, copied));
+            Ok((busy, log, copied)) => {
+                // Busy: another connection was checkpointing, and this one learnt nothing.
+                wait = if busy != 0 { WHILE_WRITING } else { next_wait(last, (log, copied)) };
+                last = (busy == 0).then_some((log, copied));
             }
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; the next one will retry"),
+            // Closed between the check above and the checkpoint: the store is shutting down.
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => {
+                // A failing disk should not fill the log forty times a second.
+                wait = WHILE_IDLE;
+                tracing::warn!(error = %e, "WAL checkpoint failed; the next one will retry");
+            }
         }
     }
 }

@@ -400,7 +400,7 @@ async fn sqlite_keeps_its_wal_bounded_under_a_steady_stream_of_writes() {
     let db = TestDb::new(Backend::Sqlite).await;
     let s = open(&db).await;
     let a = org(&s, "A").await;
-    // About 40 MB of audit entries, one commit each, faster than a checkpoint beside the
+    // About 80 MB of audit entries (each 16 KiB subtype is stored twice), one commit each, faster than a checkpoint beside the
     // writer can catch up with: the WAL must still start over instead of growing with them,
     // once it holds the 4,000 pages (16 MB) after which the writer checkpoints.
     let bulky = "x".repeat(16 * 1024);

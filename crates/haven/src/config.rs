@@ -99,8 +99,8 @@ pub struct DatabaseConf {
     /// data directory. May contain a password: can also be given as HAVEN_DATABASE_URL_FILE.
     #[config(env = "HAVEN_DATABASE_URL")]
     pub url: Option<String>,
-    /// Connections in the pool. On PostgreSQL the message writer keeps one more of its own, so
-    /// Haven opens up to this many plus one.
+    /// Connections in the pool. On PostgreSQL the pool has at least two, and the message
+    /// writer keeps one more of its own, so Haven opens up to this many plus one.
     #[config(env = "HAVEN_DATABASE_MAX_CONNECTIONS", default = 8)]
     pub max_connections: u32,
 }
