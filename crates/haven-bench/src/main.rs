@@ -190,10 +190,13 @@ pub fn chat_load(
     let ((in_writer_s, writer_sends), (handler_s, requests), (sync_s, syncs)) = (d(3), d(4), d(5));
     let ((queued_s, queued), (wal_wait_s, wal_waits), (unread, _)) = (d(6), d(7), d(8));
     let (index_s, index_txs) = d(9);
+    let (within_2_5ms, within_5ms) = d(10);
     result.writer = json!({
         "batches": batches,
         "mean_batch_size": sends / batches.max(1.0),
         "mean_batch_ms": batch_s * 1e3 / batches.max(1.0),
+        "batches_over_2_5_ms": batches - within_2_5ms,
+        "batches_over_5_ms": batches - within_5ms,
         "mean_write_and_commit_ms": commit_s * 1e3 / commits.max(1.0),
         "mean_send_in_writer_ms": in_writer_s * 1e3 / writer_sends.max(1.0),
         "mean_send_request_ms": handler_s * 1e3 / requests.max(1.0),
@@ -213,7 +216,8 @@ pub fn chat_load(
 /// (its wait and its batch), the server's time for each send request, and the fsyncs of the
 /// SQLite write-ahead log that answered batches (none on PostgreSQL), each send's wait before its
 /// batch began, each batch's wait for its fsync; the count of batches written without reading
-/// first; last, the audit indexer's transactions.
+/// first; the audit indexer's transactions; last, the batches that took at most 2.5 ms and at
+/// most 5 ms (the histogram's buckets, as a pair).
 fn writer_totals(ctx: &Ctx, server: &server::Server) -> Vec<(f64, f64)> {
     let text = ctx.rt.block_on(async {
         let resp = reqwest::get(format!("{}/metrics", server.base)).await.ok()?;
@@ -241,6 +245,8 @@ fn writer_totals(ctx: &Ctx, server: &server::Server) -> Vec<(f64, f64)> {
     // A counter, kept as (count, 1) beside the histograms.
     totals.push((server::counter(&text, "haven_store_group_commit_unread_batches_total"), 1.0));
     totals.extend(server::histograms(&text, &["haven_store_audit_index_seconds"]));
+    let batches_within = |le: &str| server::bucket(&text, "haven_store_group_commit_seconds", le);
+    totals.push((batches_within("0.0025"), batches_within("0.005")));
     totals
 }
 
@@ -253,6 +259,11 @@ pub fn print_writer(w: &Value) {
         w["mean_batch_size"].as_f64().unwrap_or(0.0),
         w["mean_batch_ms"].as_f64().unwrap_or(0.0),
         w["mean_write_and_commit_ms"].as_f64().unwrap_or(0.0),
+    );
+    println!(
+        "  batches over 2.5 ms: {:.0}, over 5 ms: {:.0}",
+        w["batches_over_2_5_ms"].as_f64().unwrap_or(0.0),
+        w["batches_over_5_ms"].as_f64().unwrap_or(0.0),
     );
     println!(
         "  a send (means): {:.2} ms in the server's handler, of which {:.2} ms queued for and in its batch",

@@ -235,6 +235,12 @@ pub fn histogram_where(text: &str, name: &str, labels: &[&str]) -> (f64, f64) {
     (sample(text, &format!("{name}_sum"), labels), sample(text, &format!("{name}_count"), labels))
 }
 
+/// How many observations of the Prometheus histogram `name` were at most `le` (its bucket
+/// `le`, written as the server writes it, e.g. "0.005"); 0 when there is none.
+pub fn bucket(text: &str, name: &str, le: &str) -> f64 {
+    sample(text, &format!("{name}_bucket"), &[&format!("le=\"{le}\"")])
+}
+
 /// The value of the Prometheus counter `name` (unlabelled or on its first series); 0 when there
 /// is none.
 pub fn counter(text: &str, name: &str) -> f64 {
@@ -311,5 +317,19 @@ http_request_duration_seconds_count{method="POST",route="/api/v1/conversations/{
         assert_eq!(histogram_where(TEXT, "http_request_duration_seconds", &[r#"method="PUT""#]), (0.0, 0.0));
         // A longer name sharing the prefix is not taken for this one.
         assert_eq!(histograms(TEXT, &["haven_store_send"]), vec![(0.0, 0.0)]);
+    }
+
+    #[test]
+    fn a_bucket_is_read_by_its_bound() {
+        let text = r#"haven_store_group_commit_seconds_bucket{le="0.001"} 40
+haven_store_group_commit_seconds_bucket{le="0.0025"} 70
+haven_store_group_commit_seconds_bucket{le="0.005"} 95
+haven_store_group_commit_seconds_bucket{le="+Inf"} 100
+"#;
+        assert_eq!(bucket(text, "haven_store_group_commit_seconds", "0.0025"), 70.0);
+        assert_eq!(bucket(text, "haven_store_group_commit_seconds", "0.005"), 95.0);
+        // Not the bucket whose bound merely starts the same way, nor another histogram's.
+        assert_eq!(bucket(text, "haven_store_group_commit_seconds", "0.00"), 0.0);
+        assert_eq!(bucket(text, "haven_store_send_seconds", "0.005"), 0.0);
     }
 }
