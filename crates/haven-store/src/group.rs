@@ -176,7 +176,7 @@ fn on_own_thread(rt: tokio::runtime::Runtime, parts: Writer) {
 
 async fn writer(parts: Writer) {
     let Writer { pool, hold_for, mut rx, sync } = parts;
-    let mut known = Some(Known::default());
+    let mut known = Known::default();
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         if sync.as_ref().is_some_and(WalSync::failed) {
@@ -208,15 +208,14 @@ async fn writer(parts: Writer) {
             let rerun = if batch.len() == 1 {
                 batch
             } else {
-                run_batch(&mut conn, batch, sync.as_ref(), known.as_mut()).await
+                run_batch(&mut conn, batch, sync.as_ref(), &mut known).await
             };
             let mut failed = false;
             for job in rerun {
                 // Alone, so each gets its own outcome.
-                let sent =
-                    send_batch(&mut conn, &[(&job.message, &job.audit)], sync.is_some(), known.as_mut())
-                        .await
-                        .map(|mut s| s.remove(0));
+                let sent = send_batch(&mut conn, &[(&job.message, &job.audit)], sync.is_some(), &mut known)
+                    .await
+                    .map(|mut s| s.remove(0));
                 failed |= sent.is_err();
                 answer(sync.as_ref(), vec![(job.reply, sent)]);
             }
@@ -279,7 +278,7 @@ async fn run_batch(
     conn: &mut PoolConnection<Any>,
     batch: Vec<Job>,
     sync: Option<&WalSync<Sent>>,
-    known: Option<&mut Known>,
+    known: &mut Known,
 ) -> Vec<Job> {
     let jobs: Vec<(&NewMessage, &AuditRecord)> = batch.iter().map(|j| (&j.message, &j.audit)).collect();
     let Ok(results) = send_batch(conn, &jobs, sync.is_some(), known).await else { return batch };

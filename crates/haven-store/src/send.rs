@@ -116,18 +116,16 @@ struct Start {
 /// conversation (Conflict "attachments"), or if the commit fails. With `unsynced` (SQLite
 /// only) the commit does not wait for the log's fsync, and leaves the connection so: the
 /// caller makes it durable before answering anyone, and restores synchronous commits before
-/// the connection goes back to the pool (see `durable.rs`). With `known` (the sole writer's
-/// knowledge, see [`Known`]) a batch it covers skips the reads, and every batch adds to it.
+/// the connection goes back to the pool (see `durable.rs`). A batch that `known` (the sole
+/// writer's knowledge, see [`Known`]) covers skips the reads, and every batch adds to it.
 pub(crate) async fn send_batch(
     c: &mut PoolConnection<Any>,
     batch: &[(&NewMessage, &AuditRecord)],
     unsynced: bool,
-    mut known: Option<&mut Known>,
+    known: &mut Known,
 ) -> StoreResult<Vec<Sent>> {
-    if let Some(k) = known.as_deref_mut()
-        && let Some(start) = k.start(batch)
-    {
-        match write(c, batch, unsynced, start, Some(&mut *k)).await {
+    if let Some(start) = known.start(batch) {
+        match write(c, batch, unsynced, start, known).await {
             Ok(sent) => {
                 metrics::counter!("haven_store_group_commit_unread_batches_total").increment(1);
                 return Ok(sent);
@@ -138,19 +136,17 @@ pub(crate) async fn send_batch(
                 tracing::debug!(error = %e, "a batch written from what the writer knew failed; running it with reads");
                 metrics::counter!("haven_store_group_commit_guesses_failed_total").increment(1);
                 abandon(c).await;
-                k.forget();
+                known.forget();
             }
         }
     }
     let stored = match read(c, batch, unsynced).await {
-        Ok(start) => write(c, batch, unsynced, start, known.as_deref_mut()).await,
+        Ok(start) => write(c, batch, unsynced, start, known).await,
         Err(e) => Err(e),
     };
     if stored.is_err() {
         abandon(c).await;
-        if let Some(k) = known {
-            k.forget();
-        }
+        known.forget();
     }
     stored
 }
@@ -219,7 +215,7 @@ async fn write(
     batch: &[(&NewMessage, &AuditRecord)],
     unsynced: bool,
     start: Start,
-    known: Option<&mut Known>,
+    known: &mut Known,
 ) -> StoreResult<Vec<Sent>> {
     for (m, _) in batch {
         let ok = start
@@ -283,9 +279,7 @@ async fn write(
     let writing = std::time::Instant::now();
     script.run_or_conflict(c, "idempotency_key").await?;
     metrics::histogram!("haven_store_group_commit_write_seconds").record(writing.elapsed().as_secs_f64());
-    if let Some(k) = known {
-        k.learn(&start, log, &after);
-    }
+    known.learn(&start, log, &after);
     Ok(answers)
 }
 
