@@ -196,8 +196,15 @@ impl Frontier {
 
     /// Appends one leaf hash.
     pub fn push(&mut self, leaf: Hash) {
-        let mut carry = leaf;
-        let mut size = self.size;
+        self.push_subtree(leaf, 0);
+    }
+
+    /// Appends a perfect subtree of `2^height` leaves, given its root. The tree's size must be
+    /// a multiple of `2^height`, as it is in the tree being rebuilt (panics otherwise).
+    fn push_subtree(&mut self, root: Hash, height: u32) {
+        assert!(self.size.trailing_zeros() >= height, "a subtree on its own boundary");
+        let mut carry = root;
+        let mut size = self.size >> height;
         // Merge equal-sized subtrees, like binary addition of one.
         while size & 1 == 1 {
             let left = self.nodes.pop().expect("one node per set bit");
@@ -205,7 +212,20 @@ impl Frontier {
             size >>= 1;
         }
         self.nodes.push(carry);
-        self.size += 1;
+        self.size += 1 << height;
+    }
+
+    /// Appends the leaves of `other`, a tree built apart over the leaves that follow these.
+    /// This tree's size must be a multiple of the largest power of two in `other`'s size, so
+    /// that `other`'s subtrees are subtrees of the whole (panics otherwise): a tree over a
+    /// large log can then be built in aligned pieces, one per core.
+    pub fn append(&mut self, other: &Frontier) {
+        let mut bits = other.size;
+        for node in &other.nodes {
+            let height = u64::BITS - 1 - bits.leading_zeros();
+            self.push_subtree(*node, height);
+            bits &= !(1 << height);
+        }
     }
 
     /// The tree head (MTH of all leaves so far).
@@ -244,6 +264,32 @@ mod tests {
         "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
         "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
     ];
+
+    #[test]
+    fn appending_aligned_pieces_gives_the_same_tree() {
+        let l: Vec<Hash> = (0u32..300).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        for (split, n) in [(0, 0), (0, 5), (64, 64), (64, 65), (64, 128), (128, 300), (256, 300), (4, 7)] {
+            let mut whole = Frontier::new();
+            l[..n].iter().for_each(|x| whole.push(*x));
+            let (mut first, mut rest) = (Frontier::new(), Frontier::new());
+            l[..split].iter().for_each(|x| first.push(*x));
+            l[split..n].iter().for_each(|x| rest.push(*x));
+            first.append(&rest);
+            assert_eq!(first, whole, "{split} + {}", n - split);
+            assert_eq!(first.root(), root(&l[..n]));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "a subtree on its own boundary")]
+    fn appending_a_piece_that_is_not_aligned_is_refused() {
+        let mut first = Frontier::new();
+        first.push(leaf_hash(b"a"));
+        let mut rest = Frontier::new();
+        rest.push(leaf_hash(b"b"));
+        rest.push(leaf_hash(b"c"));
+        first.append(&rest);
+    }
 
     #[test]
     fn reference_roots_for_every_size() {
