@@ -93,6 +93,35 @@ fn err(line: usize, seq: Option<u64>, reason: impl Into<String>) -> VerifyError 
     VerifyError { line, seq, reason: reason.into() }
 }
 
+/// The input after the entry reader, which may have stopped at a read error: then that error
+/// comes first (and the checkpoint reader stops at it).
+struct Rest<R> {
+    error: Option<std::io::Error>,
+    input: R,
+}
+
+impl<R: Read> Read for Rest<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => self.input.read(buf),
+        }
+    }
+}
+
+impl<R: BufRead> BufRead for Rest<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => self.input.fill_buf(),
+        }
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.input.consume(amount);
+    }
+}
+
 /// Verifies an export read from `input`. `trusted_key` is the verifier key the auditor got
 /// from the server out of band: a file signed by any other key is refused (without it, the
 /// key in the file is used, and a forger who re-signs everything with a key of their own would
@@ -127,8 +156,13 @@ fn verify_in_batches(
             Ok(0) => Err(err(0, None, format!("the file ends before the {what}"))),
             Ok(got) => {
                 header_bytes += got as u64;
-                let line = header.strip_suffix('\n').unwrap_or(&header);
-                Ok((number, line.strip_suffix('\r').unwrap_or(line).to_owned()))
+                // As `BufRead::lines`: a carriage return is part of the line end only before a
+                // newline.
+                let line = match header.strip_suffix('\n') {
+                    Some(line) => line.strip_suffix('\r').unwrap_or(line),
+                    None => &header,
+                };
+                Ok((number, line.to_owned()))
             }
             Err(e) => Err(err(number, None, format!("unreadable: {e}"))),
         }
@@ -153,10 +187,11 @@ fn verify_in_batches(
         return Err(err(n, None, "the key's name is not the log origin"));
     }
 
-    let (entries, read) = entries::read(&mut input, number, header_bytes, batch_bytes, progress)?;
-    // The checkpoints: the bytes the entry reader already read, then the rest of the file.
+    let (entries, (read, error)) = entries::read(&mut input, number, header_bytes, batch_bytes, progress)?;
+    // The checkpoints: the bytes the entry reader already read, then the rest of the file (or
+    // the read error that ended it, reported at the line it interrupted).
     let mut checkpoints: Vec<(usize, Checkpoint)> = Vec::new();
-    let rest = std::io::Cursor::new(read).chain(input).lines();
+    let rest = std::io::Cursor::new(read).chain(Rest { error, input }).lines();
     for (n, line) in rest.enumerate().map(|(i, l)| (entries.line + 1 + i, l)) {
         let line = line.map_err(|e| err(n, None, format!("unreadable: {e}")))?;
         let (kind, rest) = line.split_once(' ').ok_or_else(|| err(n, None, "malformed line"))?;

@@ -2,10 +2,12 @@
 //!
 //! The file is read in large buffers of whole lines. Each buffer is split across the cores
 //! (parsing and hashing are independent per entry) while the next one is read, and results are
-//! taken in line order, so the error reported is always the first bad line's, with the same
-//! reason a line-by-line reading gives. Buffers are reused: the half gigabyte of a million
-//! entries passes through three buffers instead of a million fresh strings, whose pages the
-//! kernel would have to zero (that zeroing was a fifth of the verifier's time).
+//! taken in line order: the error reported is always the first bad line's, whatever the
+//! buffer size, with the reason a line-by-line reading gives for that line. (The verifier
+//! before this one checked entries a batch behind its reading, so a malformed line could be
+//! reported ahead of an altered entry before it.) Buffers are reused: the half gigabyte of a
+//! million entries passes through a few buffers instead of a million fresh strings, whose pages
+//! the kernel would have to zero (that zeroing was a fifth of the verifier's time).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
@@ -57,7 +59,8 @@ struct Part {
 
 /// Checks one line of the entry section: `Ok(None)` for the first checkpoint line.
 fn check_line(raw: &[u8]) -> Result<Option<Line>, Bad> {
-    let line = std::str::from_utf8(raw).map_err(|_| bad(None, "unreadable: not valid UTF-8"))?;
+    let line =
+        std::str::from_utf8(raw).map_err(|_| bad(None, "unreadable: stream did not contain valid UTF-8"))?;
     let (kind, rest) = line.split_once(' ').ok_or_else(|| bad(None, "malformed line"))?;
     match kind {
         "c" => return Ok(None),
@@ -99,7 +102,9 @@ fn check_part(bytes: &[u8], mut lines: Vec<Line>) -> Part {
     while offset < bytes.len() {
         let end = memchr::memchr(b'\n', &bytes[offset..]).map_or(bytes.len(), |i| offset + i);
         let raw = &bytes[offset..end];
-        match check_line(raw.strip_suffix(b"\r").unwrap_or(raw)) {
+        // As `BufRead::lines`: a carriage return is part of the line end only before a newline.
+        let raw = if end < bytes.len() { raw.strip_suffix(b"\r").unwrap_or(raw) } else { raw };
+        match check_line(raw) {
             Ok(Some(line)) => lines.push(line),
             Ok(None) => return Part { lines, stop: Some(Stop::Checkpoints(offset)) },
             Err(b) => return Part { lines, stop: Some(Stop::Bad(b)) },
@@ -179,6 +184,7 @@ impl Leaves {
     /// are put together from the blocks' trees: a block starts at a multiple of its own
     /// power-of-two length, so its subtrees are subtrees of the whole.
     pub fn heads(&self, sizes: &[u64]) -> (BTreeMap<u64, Hash>, Hash) {
+        debug_assert!(sizes.is_sorted(), "sizes in order");
         let per = self.blocks.len().div_ceil(parallelism()).max(1);
         let built: Vec<Block> = std::thread::scope(|s| {
             let workers: Vec<_> = self
@@ -221,7 +227,7 @@ struct Block {
 
 /// Builds the tree of the block of `leaves` that starts at leaf number `start`.
 fn build(start: u64, leaves: &[Hash], sizes: &[u64]) -> Block {
-    let mut wanted = sizes.iter().copied().filter(|&m| m > start).peekable();
+    let mut wanted = sizes[sizes.partition_point(|&m| m <= start)..].iter().copied().peekable();
     let mut tree = Frontier::new();
     let mut prefixes = Vec::new();
     for leaf in leaves {
@@ -338,61 +344,57 @@ fn gap(n: usize, found: u64, seq: u64) -> VerifyError {
     err(n, Some(seq), format!("sequence gap or reordering: found {found}, expected {seq}"))
 }
 
-/// Reads the next buffer of whole lines into `buf`, starting with the partial line `carry` held
-/// from the last one; the partial line at its end goes back into `carry`. Returns whether the
-/// input is at its end (then `buf` holds everything left and `carry` is empty).
-fn fill(
-    input: &mut impl BufRead,
-    buf: &mut Vec<u8>,
-    carry: &mut Vec<u8>,
-    batch_bytes: usize,
-    line: usize,
-) -> Result<bool, VerifyError> {
-    buf.clear();
-    buf.append(carry);
-    let mut target = batch_bytes.max(1);
-    loop {
-        if buf.len() < target {
-            let want = (target - buf.len()) as u64;
-            // A reader with its own `read_buf` (a file) reads into the spare capacity without
-            // zeroing it first.
-            let got = input
-                .by_ref()
-                .take(want)
-                .read_to_end(buf)
-                .map_err(|e| err(line + 1, None, format!("unreadable: {e}")))?;
-            if (got as u64) < want {
-                return Ok(true);
-            }
-        }
-        if let Some(i) = memchr::memrchr(b'\n', buf) {
-            carry.extend_from_slice(&buf[i + 1..]);
-            buf.truncate(i + 1);
-            return Ok(false);
-        }
-        // One line longer than a buffer: read on until it ends.
-        target = target.saturating_mul(2);
-    }
+/// What reading into a buffer gave.
+enum Filled {
+    /// Whole lines, and more to come.
+    Lines,
+    /// Everything up to the end of the input; or up to a read error, whose partial line is
+    /// dropped (the error is that line's, as in a line-by-line reading).
+    End(Option<std::io::Error>),
+    /// No line ends in the buffer yet: a line is longer than it.
+    LongLine,
 }
 
+/// Reads into `buf` up to `target` bytes.
+fn fill(input: &mut impl BufRead, buf: &mut Vec<u8>, target: usize) -> Filled {
+    if buf.len() < target {
+        let want = (target - buf.len()) as u64;
+        // A reader with its own `read_buf` (a file) reads into the spare capacity without
+        // zeroing it first.
+        match input.by_ref().take(want).read_to_end(buf) {
+            Ok(got) if (got as u64) < want => return Filled::End(None),
+            Ok(_) => {}
+            Err(e) => {
+                buf.truncate(memchr::memrchr(b'\n', buf).map_or(0, |i| i + 1));
+                return Filled::End(Some(e));
+            }
+        }
+    }
+    if memchr::memrchr(b'\n', buf).is_some() { Filled::Lines } else { Filled::LongLine }
+}
+
+/// What the entry reader leaves for the checkpoint reader: the bytes it read from the first
+/// checkpoint line on, and the read error that ended the input, if one did.
+pub(super) type Rest = (Vec<u8>, Option<std::io::Error>);
+
 /// Reads and checks the entry lines that follow the header's `header_lines` lines, which took
-/// `header_bytes` bytes. Returns the entries and the bytes already read from the first
-/// checkpoint line on (the rest of the checkpoints are still in `input`). `progress` is called
-/// with the bytes read so far after every buffer.
+/// `header_bytes` bytes. Returns the entries and what is left for the checkpoint reader (which
+/// then goes on reading `input`). `progress` is called with the bytes read so far after every
+/// buffer.
 pub(super) fn read(
     input: &mut impl BufRead,
     header_lines: usize,
     header_bytes: u64,
     batch_bytes: usize,
     progress: &mut dyn FnMut(u64),
-) -> Result<(Entries, Vec<u8>), VerifyError> {
-    let workers = parallelism();
+) -> Result<(Entries, Rest), VerifyError> {
+    let batch_bytes = batch_bytes.max(1);
     let mut entries = Entries {
         leaves: Leaves::default(),
         full: 0,
         line: header_lines,
         last_time: i64::MIN,
-        workers,
+        workers: parallelism(),
         spare_lines: Vec::new(),
     };
     let mut read_bytes = header_bytes;
@@ -401,10 +403,43 @@ pub(super) fn read(
     let mut in_flight: Option<Batch> = None;
     loop {
         let mut buf = spare.pop().unwrap_or_else(|| Vec::with_capacity(batch_bytes));
-        let held = carry.len();
-        let end = fill(input, &mut buf, &mut carry, batch_bytes, entries.line)?;
-        read_bytes += (buf.len() + carry.len() - held) as u64;
+        // A buffer that grew around a long line goes back to its size.
+        buf.clear();
+        buf.shrink_to(batch_bytes);
+        buf.append(&mut carry);
+        let held = buf.len();
+        let mut target = batch_bytes;
+        let filled = loop {
+            match fill(input, &mut buf, target) {
+                Filled::LongLine => {
+                    // The buffer in flight is taken before reading on, so that a bad line in it
+                    // is reported without first reading a hostile file's endless line.
+                    if let Some(previous) = in_flight.take() {
+                        match entries.take(previous)? {
+                            Taken::Buffer(b) => spare.push(b),
+                            Taken::Checkpoints(mut tail) => {
+                                tail.append(&mut buf);
+                                return Ok((entries, (tail, None)));
+                            }
+                        }
+                    }
+                    target = target.saturating_mul(2);
+                }
+                filled => break filled,
+            }
+        };
+        if let Filled::Lines = filled
+            && let Some(i) = memchr::memrchr(b'\n', &buf)
+        {
+            carry.extend_from_slice(&buf[i + 1..]);
+            buf.truncate(i + 1);
+        }
+        read_bytes += (buf.len() + carry.len()).saturating_sub(held) as u64;
         progress(read_bytes);
+        let error = match filled {
+            Filled::End(error) => Some(error),
+            _ => None,
+        };
         let launched = (!buf.is_empty()).then(|| entries.launch(buf));
         // The buffer just read is being checked while the one before it is taken.
         if let Some(previous) = std::mem::replace(&mut in_flight, launched) {
@@ -415,11 +450,11 @@ pub(super) fn read(
                         tail.extend_from_slice(&next.into_buffer());
                     }
                     tail.append(&mut carry);
-                    return Ok((entries, tail));
+                    return Ok((entries, (tail, error.flatten())));
                 }
             }
         }
-        if end {
+        if let Some(error) = error {
             let tail = match in_flight.take() {
                 Some(last) => match entries.take(last)? {
                     Taken::Buffer(_) => Vec::new(),
@@ -427,7 +462,7 @@ pub(super) fn read(
                 },
                 None => Vec::new(),
             };
-            return Ok((entries, tail));
+            return Ok((entries, (tail, error)));
         }
     }
 }
