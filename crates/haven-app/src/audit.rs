@@ -3,6 +3,7 @@
 use haven_audit::checkpoint::Checkpoint;
 use haven_audit::export;
 use haven_domain::audit::{AuditAction, AuditOutcome};
+use haven_store::AuditRef;
 pub use haven_store::{StoredAudit, StoredCheckpoint};
 use jiff::Timestamp;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -189,15 +190,15 @@ impl App {
             p.agent(),
         );
         if let Some(u) = s.user {
-            q.refs.push(("agent".into(), u.to_string()));
+            q.refs.push((AuditRef::Agent, u.to_string()));
             rec = rec.entity("user", u);
         }
         if let Some(pt) = &s.patient {
-            q.refs.push(("patient".into(), pt.clone()));
+            q.refs.push((AuditRef::Patient, pt.clone()));
             rec = rec.entity("patient", pt);
         }
         if let Some(c) = &s.conversation {
-            q.refs.push(("conversation".into(), c.clone()));
+            q.refs.push((AuditRef::Conversation, c.clone()));
             rec = rec.entity("conversation", c);
         }
         let found = self.store.search_audit(p.org(), &q, s.limit.clamp(1, 500)).await?;

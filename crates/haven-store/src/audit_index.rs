@@ -10,6 +10,10 @@
 //! entry) (schema 11; on SQLite a `WITHOUT ROWID` table): a table with an index beside it wrote
 //! each row twice.
 //!
+//! Only the kinds of reference a search can name are kept ([`AuditRef`](crate::AuditRef)): a
+//! message send also names its message, and those rows were a third of every indexing
+//! transaction's, for nothing that searched them.
+//!
 //! The log stays the authority: entries are appended in the transaction of what they record, and
 //! the index is derived from their canonical bytes. `audit_index_head` says how far it has got,
 //! and moves in the same transaction as the rows it covers, so a crash loses nothing and indexes
@@ -24,7 +28,7 @@ use sqlx::AnyPool;
 
 use crate::rows::get;
 use crate::script::Script;
-use crate::{Store, StoreError, StoreResult};
+use crate::{AuditRef, Store, StoreError, StoreResult};
 
 /// Entries indexed per transaction at most. This bounds how long the writer is held (recorded,
 /// from BEGIN to commit, as `haven_store_audit_index_seconds`: about 6 ms on the benchmark
@@ -62,12 +66,13 @@ struct Entity<'a> {
     id: Cow<'a, str>,
 }
 
-/// The references an entry is found by, each once: its entities, and its acting user as
-/// `agent`.
-fn refs_in(entry: &str) -> StoreResult<Vec<(Cow<'_, str>, Cow<'_, str>)>> {
+/// The references an entry is found by, each once: its entities of the kinds searched by
+/// ([`AuditRef`]), and its acting user as `agent`.
+fn refs_in(entry: &str) -> StoreResult<Vec<(AuditRef, Cow<'_, str>)>> {
     let named: Named<'_> = serde_json::from_str(entry).map_err(|_| StoreError::Corrupt("audit entry"))?;
-    let agent = named.agent.and_then(|a| a.user_id).map(|u| (Cow::Borrowed("agent"), u));
-    let mut refs: Vec<_> = named.entities.into_iter().map(|e| (e.kind, e.id)).chain(agent).collect();
+    let agent = named.agent.and_then(|a| a.user_id).map(|u| (AuditRef::Agent, u));
+    let entities = named.entities.into_iter().filter_map(|e| Some((AuditRef::of_entity(&e.kind)?, e.id)));
+    let mut refs: Vec<_> = entities.chain(agent).collect();
     // The key is (organisation, kind, reference, entry): an entry naming the same thing twice
     // is one row.
     refs.sort_unstable();
@@ -126,7 +131,9 @@ impl Store {
             let Some(org) = get::<Option<String>>(row, "org_id")? else { continue };
             let entry: String = get(row, "entry")?;
             refs.extend(
-                refs_in(&entry)?.into_iter().map(|(kind, id)| (seq, org.clone(), kind.into(), id.into())),
+                refs_in(&entry)?
+                    .into_iter()
+                    .map(|(kind, id)| (seq, org.clone(), kind.as_str().to_owned(), id.into())),
             );
         }
         let mut tx = self.write.begin().await?;
@@ -197,11 +204,19 @@ mod tests {
     use super::*;
     use crate::audit::canonical_entry;
 
-    /// What the index is meant to hold for `rec`: its entities and its acting user, each once.
+    /// What the index is meant to hold for `rec`: its entities of the searched kinds and its
+    /// acting user, each once.
     fn expected(rec: &AuditRecord) -> Vec<(String, String)> {
         let agent = rec.agent.user_id.map(|u| ("agent".to_owned(), u.to_string()));
-        let mut v: Vec<_> =
-            rec.entities.iter().map(|e| (e.kind.clone(), e.id.clone())).chain(agent).collect();
+        let searched =
+            |e: &&haven_domain::audit::AuditEntity| ["user", "patient", "conversation"].contains(&&*e.kind);
+        let mut v: Vec<_> = rec
+            .entities
+            .iter()
+            .filter(searched)
+            .map(|e| (e.kind.clone(), e.id.clone()))
+            .chain(agent)
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -222,6 +237,8 @@ mod tests {
             )
             .entity("patient", "p1")
             .entity("patient", "p1")
+            .entity("message", "m1")
+            .entity("user", "u2")
             .entity("conversation", "c\"quoted\" \\ and \u{e9}"),
             AuditRecord::new(
                 None,
@@ -235,8 +252,12 @@ mod tests {
         ];
         for rec in &records {
             let entry = canonical_entry(42, 1_800_000_000_000, rec).unwrap();
-            let got: Vec<(String, String)> =
-                refs_in(&entry).unwrap().into_iter().map(|(k, i)| (k.into_owned(), i.into_owned())).collect();
+            let mut got: Vec<(String, String)> = refs_in(&entry)
+                .unwrap()
+                .into_iter()
+                .map(|(k, i)| (k.as_str().to_owned(), i.into_owned()))
+                .collect();
+            got.sort();
             assert_eq!(got, expected(rec), "{entry}");
         }
         assert!(matches!(refs_in("{\"entities\": 3}"), Err(StoreError::Corrupt(_))));

@@ -35,7 +35,7 @@ use jiff::Timestamp;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyQueryResult};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
-pub use audit::{AuditHead, AuditQuery, RawAuditEntry, StoredAudit, StoredCheckpoint};
+pub use audit::{AuditHead, AuditQuery, AuditRef, RawAuditEntry, StoredAudit, StoredCheckpoint};
 pub use conversations::{
     ConversationListRow, EventRange, MemberReceipt, Membership, NewConversation, StoredConversation,
     StoredEvent,

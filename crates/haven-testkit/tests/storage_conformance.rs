@@ -271,11 +271,14 @@ both_backends!(the_background_indexer_covers_the_log_without_a_search, |b: Backe
     let a = org(&s, "A").await;
     // Several indexing transactions' worth, all appended before the indexer's first round.
     for i in 0..700 {
-        s.record_audit(&rec(Some(a), "read").entity("patient", "p-bg"), t(i)).await.unwrap();
+        let read = rec(Some(a), "read").entity("patient", "p-bg").entity("message", format!("m-{i}"));
+        s.record_audit(&read, t(i)).await.unwrap();
     }
     let mut c = raw(&db).await;
     let lag = "SELECT (SELECT size FROM audit_head) - (SELECT indexed_seq FROM audit_index_head) AS n";
     let rows = "SELECT COUNT(*) AS n FROM audit_index WHERE kind = 'patient' AND ref_id = 'p-bg'";
+    // Only the kinds searched by are kept: nothing searches by message.
+    let messages = "SELECT COUNT(*) AS n FROM audit_index WHERE kind = 'message'";
     let count = async |c: &mut sqlx::AnyConnection, sql: &'static str| -> i64 {
         let row = sqlx::query(sql).fetch_one(&mut *c).await.unwrap();
         sqlx::Row::get(&row, "n")
@@ -288,6 +291,7 @@ both_backends!(the_background_indexer_covers_the_log_without_a_search, |b: Backe
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(count(&mut c, rows).await, 700);
+    assert_eq!(count(&mut c, messages).await, 0);
 });
 
 both_backends!(the_audit_search_index_follows_the_log_and_misses_nothing, |b: Backend| async move {
@@ -300,7 +304,7 @@ both_backends!(the_audit_search_index_follows_the_log_and_misses_nothing, |b: Ba
         s.record_audit(&rec(Some(a), "read").entity("patient", who), t(i)).await.unwrap();
     }
     let by = |who: &str| haven_store::AuditQuery {
-        refs: vec![("patient".into(), who.into())],
+        refs: vec![(haven_store::AuditRef::Patient, who.into())],
         ..Default::default()
     };
     // A search sees every committed entry, however far behind the background indexer is.
@@ -578,7 +582,7 @@ both_backends!(schema_11_keys_the_audit_index_by_what_it_is_searched_by, |b: Bac
     assert_eq!(s.migrate_to(11).await.unwrap(), 1);
     assert_eq!(rows(&mut c).await, before - 2, "the organisation-less row and the repeat are gone");
     let by = |who: &str| haven_store::AuditQuery {
-        refs: vec![("patient".into(), who.into())],
+        refs: vec![(haven_store::AuditRef::Patient, who.into())],
         ..Default::default()
     };
     assert_eq!(s.search_audit(a, &by("p1"), 100).await.unwrap().len(), 30);
