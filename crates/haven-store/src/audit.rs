@@ -267,9 +267,12 @@ impl Appender {
 /// What the audit log can be searched by: the kinds of reference its search index keeps.
 ///
 /// Only these are indexed. A message send names its message too, but nothing searches by
-/// message, and indexing it cost a third more rows in every indexing transaction (which holds
-/// the writer that group commit shares). A new kind here needs the index rebuilt
-/// (`audit_index_head` set back to 0) before searches by it find older entries.
+/// message, and indexing it made each such entry three rows instead of two, in transactions
+/// that hold the writer group commit shares. `User` (an entry about a user, such as a role
+/// change) is kept for a search of what was done to a user; the app's search names an agent,
+/// a patient or a conversation. A new kind here needs the index rebuilt before searches by it
+/// find older entries: delete the rows of `audit_index` and set `audit_index_head` back to 0,
+/// in one transaction (the index's key refuses a row written twice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AuditRef {
     /// The acting user (the entry's agent).
@@ -294,7 +297,7 @@ impl AuditRef {
     }
 
     /// The indexed kind for an entity of this kind, if entities of it are indexed.
-    pub fn of_entity(kind: &str) -> Option<Self> {
+    pub(crate) fn of_entity(kind: &str) -> Option<Self> {
         match kind {
             "user" => Some(AuditRef::User),
             "patient" => Some(AuditRef::Patient),

@@ -10,9 +10,10 @@
 //! entry) (schema 11; on SQLite a `WITHOUT ROWID` table): a table with an index beside it wrote
 //! each row twice.
 //!
-//! Only the kinds of reference a search can name are kept ([`AuditRef`](crate::AuditRef)): a
-//! message send also names its message, and those rows were a third of every indexing
-//! transaction's, for nothing that searched them.
+//! Only the kinds of reference a search can name are written ([`AuditRef`](crate::AuditRef)):
+//! a message send also names its message, and those rows were a third of what chat traffic
+//! indexed, for nothing that searched them. Rows of other kinds written before that (schema
+//! 11's databases) stay, unread.
 //!
 //! The log stays the authority: entries are appended in the transaction of what they record, and
 //! the index is derived from their canonical bytes. `audit_index_head` says how far it has got,
@@ -223,7 +224,7 @@ mod tests {
     }
 
     #[test]
-    fn the_references_read_from_an_entry_are_its_entities_and_agent_each_once() {
+    fn the_references_read_from_an_entry_are_its_searched_entities_and_agent_each_once() {
         let user = UserId::from_uuid(uuid::Uuid::from_u128(7));
         let agent = AuditAgent { user_id: Some(user), ..AuditAgent::default() };
         let records = [

@@ -271,14 +271,20 @@ both_backends!(the_background_indexer_covers_the_log_without_a_search, |b: Backe
     let a = org(&s, "A").await;
     // Several indexing transactions' worth, all appended before the indexer's first round.
     for i in 0..700 {
-        let read = rec(Some(a), "read").entity("patient", "p-bg").entity("message", format!("m-{i}"));
+        let read = rec(Some(a), "read")
+            .entity("patient", "p-bg")
+            .entity("conversation", "c-bg")
+            .entity("message", format!("m-{i}"))
+            .entity("session", "s-bg");
         s.record_audit(&read, t(i)).await.unwrap();
     }
     let mut c = raw(&db).await;
     let lag = "SELECT (SELECT size FROM audit_head) - (SELECT indexed_seq FROM audit_index_head) AS n";
     let rows = "SELECT COUNT(*) AS n FROM audit_index WHERE kind = 'patient' AND ref_id = 'p-bg'";
-    // Only the kinds searched by are kept: nothing searches by message.
-    let messages = "SELECT COUNT(*) AS n FROM audit_index WHERE kind = 'message'";
+    // Only the kinds searched by are kept: nothing searches by message or session.
+    let unsearched = "SELECT COUNT(*) AS n FROM audit_index WHERE kind IN ('message', 'session')";
+    let conversation =
+        "SELECT COUNT(*) AS n FROM audit_index WHERE kind = 'conversation' AND ref_id = 'c-bg'";
     let count = async |c: &mut sqlx::AnyConnection, sql: &'static str| -> i64 {
         let row = sqlx::query(sql).fetch_one(&mut *c).await.unwrap();
         sqlx::Row::get(&row, "n")
@@ -291,7 +297,8 @@ both_backends!(the_background_indexer_covers_the_log_without_a_search, |b: Backe
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(count(&mut c, rows).await, 700);
-    assert_eq!(count(&mut c, messages).await, 0);
+    assert_eq!(count(&mut c, conversation).await, 700);
+    assert_eq!(count(&mut c, unsearched).await, 0);
 });
 
 both_backends!(the_audit_search_index_follows_the_log_and_misses_nothing, |b: Backend| async move {
