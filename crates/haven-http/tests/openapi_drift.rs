@@ -37,3 +37,28 @@ fn every_operation_documents_its_errors_as_problem_json() {
     }
     assert!(operations >= 20, "{operations}");
 }
+
+#[test]
+fn parameters_are_where_the_handlers_read_them() {
+    // A parameter documented "in: path" that the path does not name is a query parameter
+    // documented in the wrong place (utoipa's `IntoParams` puts them in the path unless told),
+    // and a client generated from the document would build URLs the server does not serve.
+    let doc: serde_json::Value = serde_json::from_str(&haven_http::openapi::document_json()).unwrap();
+    let mut query = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                match p["in"].as_str().unwrap() {
+                    "path" => assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: {name} is not in the path"
+                    ),
+                    "query" => query += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert!(query >= 20, "the search and paging parameters are query parameters: {query}");
+}

@@ -15,6 +15,7 @@ use crate::extract::{ApiQuery, Auth};
 
 /// Search filters; all optional, all narrowing.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
     /// Actions performed by this user.
@@ -266,6 +267,7 @@ fn hex(h: &[u8]) -> String {
 
 /// Inclusion proof parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InclusionParams {
     /// The entry's sequence number.
@@ -276,6 +278,7 @@ pub struct InclusionParams {
 
 /// Consistency proof parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyParams {
     /// The older tree size.
@@ -325,6 +328,7 @@ pub(crate) async fn consistency(
 
 /// Export parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportParams {
     /// `fhir` (a FHIR R4 Bundle of AuditEvent) or `jsonl` (JSON Lines).

@@ -41,6 +41,7 @@ pub struct ConversationPage {
 
 /// Paging of the conversation list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConversationParams {
     /// The `next_before` of the previous page.
@@ -92,6 +93,7 @@ pub struct EditMessageRequest {
 
 /// Which events to read.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventParams {
     /// Events after this sequence number, oldest first (catching up).

@@ -123,6 +123,7 @@ pub(crate) async fn text_patient(
 
 /// Paging of the ledger export.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsentExportQuery {
     /// Entries after this position (0 for the first page).
     pub after: Option<i64>,
@@ -146,6 +147,7 @@ pub(crate) async fn export(
 
 /// Inbox filter.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InboxParams {
     /// `open` or `done` (default: both).
