@@ -63,6 +63,7 @@ pub struct UserList {
 
 /// Search and paging parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Only users whose username or display name contains this (case-insensitive).
