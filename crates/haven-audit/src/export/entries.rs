@@ -142,8 +142,8 @@ enum Taken {
 /// Leaf hashes kept in blocks that never move: a vector grown by doubling would copy the
 /// 32 MB of a million leaves and fault in twice that.
 pub(super) struct Leaves {
+    /// Every block full but the last.
     blocks: Vec<Vec<Hash>>,
-    len: usize,
     /// Leaves per block: a power of two.
     block_len: usize,
 }
@@ -159,7 +159,7 @@ impl Leaves {
     /// No leaves yet, to be kept in blocks of `block_len` (a power of two).
     fn with_blocks_of(block_len: usize) -> Self {
         assert!(block_len.is_power_of_two(), "blocks of a power of two");
-        Self { blocks: Vec::new(), len: 0, block_len }
+        Self { blocks: Vec::new(), block_len }
     }
 
     fn push(&mut self, leaf: Hash) {
@@ -171,12 +171,11 @@ impl Leaves {
                 self.blocks.push(block);
             }
         }
-        self.len += 1;
     }
 
     /// How many there are.
     pub fn len(&self) -> usize {
-        self.len
+        self.blocks.last().map_or(0, |last| (self.blocks.len() - 1) * self.block_len + last.len())
     }
 
     /// The tree head at each of the `sizes` (sorted; those above the number of leaves are
@@ -313,7 +312,7 @@ impl Entries {
         }
         if let Some((head_seq, time)) = line.head {
             if head_seq != seq {
-                return Err(err(n, Some(seq), format!("the entry says it is number {head_seq}")));
+                return Err(says(n, head_seq, seq));
             }
             if time < self.last_time {
                 return Err(err(n, Some(seq), "time goes backwards"));
@@ -332,9 +331,7 @@ impl Entries {
         let seq = self.leaves.len() as u64 + 1;
         match b {
             Bad { found: Some(found), .. } if found != seq => gap(n, found, seq),
-            Bad { head_seq: Some(head_seq), .. } if head_seq != seq => {
-                err(n, Some(seq), format!("the entry says it is number {head_seq}"))
-            }
+            Bad { head_seq: Some(head_seq), .. } if head_seq != seq => says(n, head_seq, seq),
             Bad { found, reason, .. } => err(n, found.map(|_| seq), reason),
         }
     }
@@ -342,6 +339,10 @@ impl Entries {
 
 fn gap(n: usize, found: u64, seq: u64) -> VerifyError {
     err(n, Some(seq), format!("sequence gap or reordering: found {found}, expected {seq}"))
+}
+
+fn says(n: usize, head_seq: u64, seq: u64) -> VerifyError {
+    err(n, Some(seq), format!("the entry says it is number {head_seq}"))
 }
 
 /// What reading into a buffer gave.
