@@ -271,8 +271,9 @@ impl Appender {
 /// that hold the writer group commit shares. `User` (an entry about a user, such as a role
 /// change) is kept for a search of what was done to a user; the app's search names an agent,
 /// a patient or a conversation. A new kind here needs the index rebuilt before searches by it
-/// find older entries: delete the rows of `audit_index` and set `audit_index_head` back to 0,
-/// in one transaction (the index's key refuses a row written twice).
+/// find older entries: delete the rows of `audit_index` and set `audit_index_head` back to 0
+/// with no leaf, in one transaction (the index's key refuses a row written twice); on SQLite,
+/// deleting the index's file (`haven.db-audit-index`) while Haven is stopped does the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AuditRef {
     /// The acting user (the entry's agent).

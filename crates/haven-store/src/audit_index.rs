@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe};
 
 use crate::rows::get;
 use crate::script::Script;
@@ -86,8 +86,8 @@ impl Store {
     pub async fn index_audit(&self) -> StoreResult<u64> {
         let mut total = 0;
         loop {
-            let (indexed, head) = positions(&self.read).await?;
-            if indexed >= head {
+            let at = positions(&self.read).await?;
+            if at.ours && at.indexed == at.head {
                 return Ok(total);
             }
             total += self.index_audit_chunk().await?;
@@ -99,33 +99,60 @@ impl Store {
     /// entries each, and they wrote more pages than the sends themselves (every transaction
     /// dirties a page per user and conversation it names). The next round takes the rest.
     async fn index_audit_round(&self) -> StoreResult<u64> {
-        let (mut indexed, target) = positions(&self.read).await?;
+        let mut at = positions(&self.read).await?;
+        let target = at.head;
         let mut total = 0;
-        while indexed < target {
+        if !at.ours {
+            // Not this log's index: the chunk starts it again.
             total += self.index_audit_chunk().await?;
-            indexed = positions(&self.read).await?.0;
+            at = positions(&self.read).await?;
+        }
+        while at.indexed < target {
+            total += self.index_audit_chunk().await?;
+            at = positions(&self.read).await?;
         }
         Ok(total)
     }
 
     /// Indexes the next entries (at most [`CHUNK`]); returns how many, 0 when another indexer
     /// got there first. They are read and parsed before the write transaction begins, so the
-    /// writer (which group commit shares) is held only for the inserts.
+    /// index's writer is held only for the inserts.
+    ///
+    /// The index must be this log's: on SQLite it is a file of its own, and a database file
+    /// restored from a backup, or copied without it, is a log the index was not built from.
+    /// The head keeps the leaf hash of the last entry it covers; when the log's entry there
+    /// has another (or the log is shorter than the head), the index starts again from nothing.
     async fn index_audit_chunk(&self) -> StoreResult<u64> {
-        let head = sqlx::query("SELECT indexed_seq FROM audit_index_head WHERE id = 1")
+        let head = sqlx::query("SELECT indexed_seq, leaf FROM audit_index_head WHERE id = 1")
             .fetch_one(&self.read)
             .await?;
         let from: i64 = get(&head, "indexed_seq")?;
-        let rows =
-            sqlx::query("SELECT seq, org_id, entry FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
-                .bind(from)
-                .bind(CHUNK)
-                .fetch_all(&self.read)
-                .await?;
+        let leaf: Option<Vec<u8>> = get(&head, "leaf")?;
+        // From the last entry covered, to check it is still the one the index saw.
+        let rows = sqlx::query(
+            "SELECT seq, org_id, entry, leaf_hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(from)
+        .bind(CHUNK + 1)
+        .fetch_all(&self.read)
+        .await?;
+        let mut rows = rows.as_slice();
+        if from > 0 {
+            let seen = match rows.first() {
+                Some(first) if get::<i64>(first, "seq")? == from => Some(get::<Vec<u8>>(first, "leaf_hash")?),
+                _ => None,
+            };
+            if seen.is_none() || seen != leaf {
+                self.restart_audit_index(from).await?;
+                return Ok(0);
+            }
+            rows = &rows[1..];
+        }
         let Some(last) = rows.last() else { return Ok(0) };
+        let last_leaf: Vec<u8> = get(last, "leaf_hash")?;
         let last: i64 = get(last, "seq")?;
         let mut refs: Vec<(i64, String, String, String)> = Vec::new();
-        for row in &rows {
+        for row in rows {
             let seq: i64 = get(row, "seq")?;
             // Searches always name the organisation: an entry without one is found by its
             // sequence number or time, never through this index.
@@ -137,17 +164,19 @@ impl Store {
                     .map(|(kind, id)| (seq, org.clone(), kind.as_str().to_owned(), id.into())),
             );
         }
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.index.begin().await?;
         let began = std::time::Instant::now();
         // Moves the head only from where this round read it (and takes its row lock first on
         // PostgreSQL): if another indexer (another node, a search) moved it meanwhile, nothing
         // is written and the caller looks again.
-        let moved =
-            sqlx::query("UPDATE audit_index_head SET indexed_seq = $1 WHERE id = 1 AND indexed_seq = $2")
-                .bind(last)
-                .bind(from)
-                .execute(&mut *tx)
-                .await?;
+        let moved = sqlx::query(
+            "UPDATE audit_index_head SET indexed_seq = $1, leaf = $2 WHERE id = 1 AND indexed_seq = $3",
+        )
+        .bind(last)
+        .bind(last_leaf)
+        .bind(from)
+        .execute(&mut *tx)
+        .await?;
         if moved.rows_affected() != 1 {
             return Ok(0);
         }
@@ -168,17 +197,123 @@ impl Store {
         metrics::histogram!("haven_store_audit_index_seconds").record(began.elapsed().as_secs_f64());
         Ok(rows.len() as u64)
     }
+
+    /// Empties the index of a log it was not built from, if its head is still at `from` (else
+    /// another indexer did), so it is built again from the first entry.
+    async fn restart_audit_index(&self, from: i64) -> StoreResult<()> {
+        let mut tx = self.index.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE audit_index_head SET indexed_seq = 0, leaf = NULL WHERE id = 1 AND indexed_seq = $1",
+        )
+        .bind(from)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() == 1 {
+            sqlx::query("DELETE FROM audit_index").execute(&mut *tx).await?;
+            tx.commit().await?;
+            tracing::warn!(
+                indexed = from,
+                "the audit search index was not built from this audit log (was the database restored \
+                 from a backup, or copied without its index?); building it again from the first entry"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The file of the audit index beside the SQLite database file `main` (like SQLite's own
+/// `-wal` and `-shm`, it belongs with the database file and is named after it).
+fn file_beside(main: &str) -> String {
+    format!("{main}-audit-index")
+}
+
+/// What the audit index's file is attached as on the connections that see it.
+const SCHEMA: &str = "audit_index_db";
+
+/// Attaches the audit index's file to a SQLite connection, so its tables are found by their
+/// plain names (after the main database's, which from schema 12 has none of that name). Every
+/// SQLite connection of the store but the writer's has it; so do tools that read the index.
+pub async fn attach(conn: &mut AnyConnection) -> StoreResult<()> {
+    let main: Option<String> =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let main = main.filter(|f| !f.is_empty()).ok_or_else(|| {
+        StoreError::Config(
+            "a SQLite database must be a file: the audit search index is kept in a file beside it".into(),
+        )
+    })?;
+    sqlx::query(AssertSqlSafe(format!("ATTACH DATABASE $1 AS {SCHEMA}")))
+        .bind(file_beside(&main))
+        .execute(&mut *conn)
+        .await?;
+    // Per connection; see `prepare_file` for why this is enough.
+    sqlx::raw_sql(AssertSqlSafe(format!("PRAGMA {SCHEMA}.synchronous = NORMAL"))).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Detaches what [`attach`] attached.
+pub(crate) async fn detach(conn: &mut AnyConnection) -> StoreResult<()> {
+    sqlx::raw_sql(AssertSqlSafe(format!("DETACH DATABASE {SCHEMA}"))).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Makes the index's file ready on its writer (SQLite only): the tables, and how it commits.
+///
+/// The index is derived from the log and its head moves with its rows, so it commits without
+/// waiting for the disk (WAL with `synchronous = NORMAL`): a power cut can take back its last
+/// transactions, never half of one, and the indexer then indexes those entries again. It never
+/// shares a lock with the log's writer, which commits with `synchronous = FULL`.
+pub(crate) async fn prepare_file(index: &AnyPool) -> StoreResult<()> {
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "PRAGMA {SCHEMA}.journal_mode = WAL;
+         CREATE TABLE IF NOT EXISTS {SCHEMA}.audit_index (
+             org_id TEXT NOT NULL,
+             kind TEXT NOT NULL,
+             ref_id TEXT NOT NULL,
+             seq INTEGER NOT NULL,
+             PRIMARY KEY (org_id, kind, ref_id, seq)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS {SCHEMA}.audit_index_head (
+             id INTEGER PRIMARY KEY CHECK (id = 1),
+             indexed_seq INTEGER NOT NULL,
+             leaf BLOB
+         );
+         INSERT OR IGNORE INTO {SCHEMA}.audit_index_head (id, indexed_seq, leaf) VALUES (1, 0, NULL);"
+    )))
+    .execute(index)
+    .await?;
+    Ok(())
+}
+
+/// Where the index is against the log.
+struct Positions {
+    /// The last entry the index covers (0: none).
+    indexed: i64,
+    /// The size of the log.
+    head: i64,
+    /// Whether the log's entry at `indexed` is the one the index saw (an index built from
+    /// another copy of the log is not, even where the two are the same length).
+    ours: bool,
 }
 
 /// How far the index has got and the size of the log (read-only, so an idle server never
 /// writes just to find there is nothing to do).
-async fn positions(read: &AnyPool) -> StoreResult<(i64, i64)> {
+async fn positions(read: &AnyPool) -> StoreResult<Positions> {
     let row = sqlx::query(
-        "SELECT (SELECT indexed_seq FROM audit_index_head WHERE id = 1) AS indexed, (SELECT size FROM audit_head WHERE id = 1) AS head",
+        "SELECT i.indexed_seq AS indexed, (SELECT size FROM audit_head WHERE id = 1) AS head,
+                CAST(CASE WHEN i.indexed_seq = 0 OR EXISTS (
+                    SELECT 1 FROM audit_log l WHERE l.seq = i.indexed_seq AND l.leaf_hash = i.leaf
+                ) THEN 1 ELSE 0 END AS BIGINT) AS ours
+         FROM audit_index_head i WHERE i.id = 1",
     )
     .fetch_one(read)
     .await?;
-    Ok((get(&row, "indexed")?, get(&row, "head")?))
+    Ok(Positions {
+        indexed: get(&row, "indexed")?,
+        head: get(&row, "head")?,
+        ours: get::<i64>(&row, "ours")? == 1,
+    })
 }
 
 /// Keeps the index close behind the log, so a search has little to catch up. Ends when the

@@ -36,6 +36,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyQueryResult};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 pub use audit::{AuditHead, AuditQuery, AuditRef, RawAuditEntry, StoredAudit, StoredCheckpoint};
+pub use audit_index::attach as attach_audit_index;
 pub use conversations::{
     ConversationListRow, EventRange, MemberReceipt, Membership, NewConversation, StoredConversation,
     StoredEvent,
@@ -131,6 +132,10 @@ pub struct Store {
     /// contend for the file lock; on PostgreSQL it is the same pool as `read`, and the writer
     /// has a connection of its own (see `group::WriterPool`).
     write: AnyPool,
+    /// Writes to the audit log's search index. On SQLite the index is a database file of its
+    /// own, with its own write lock, and this is its one connection: indexing never holds the
+    /// writer that group commit shares (see `audit_index.rs`). On PostgreSQL, `write`.
+    index: AnyPool,
     /// Sends go through group commit (see `group.rs`).
     group: group::GroupCommit,
     backend: Backend,
@@ -162,7 +167,8 @@ impl Store {
         sqlx::any::install_default_drivers();
         let connect: AnyConnectOptions =
             url.parse().map_err(|e| StoreError::Config(format!("database.url is not a valid URL: {e}")))?;
-        let options = |max: u32, recycled: bool| {
+        // Every SQLite connection but the writer's sees the audit index's file, attached.
+        let options = |max: u32, recycled: bool, attach: bool| {
             let mut options = AnyPoolOptions::new();
             if !recycled {
                 options = options.max_lifetime(None).idle_timeout(None);
@@ -189,25 +195,35 @@ impl Store {
                                  PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 4000;",
                             )
                             .await?;
+                            if attach {
+                                audit_index::attach(conn)
+                                    .await
+                                    .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?;
+                            }
                         }
                         Ok(())
                     })
                 })
         };
-        let pool = |max: u32, recycled: bool| options(max, recycled).connect_with(connect.clone());
-        let (read, write) = match backend {
+        let pool = |max: u32, recycled: bool, attach: bool| {
+            options(max, recycled, attach).connect_with(connect.clone())
+        };
+        let (read, write, index) = match backend {
             Backend::Sqlite => {
                 // The write connection is never recycled: its thread is made once, by this
                 // call, and so runs under the scheduling policy of the thread that opened the
                 // store (the binary runs the request threads under SCHED_BATCH, and keeps the
                 // write path's threads out of it: see `haven/src/sched.rs`).
-                let write = pool(1, false).await?;
-                let read = pool(opts.max_connections.max(1), true).await?;
-                (read, write)
+                let write = pool(1, false, false).await?;
+                // Before the readers, which would otherwise attach a file without its tables.
+                let index = pool(1, false, true).await?;
+                audit_index::prepare_file(&index).await?;
+                let read = pool(opts.max_connections.max(1), true, true).await?;
+                (read, write, index)
             }
             Backend::Postgres => {
-                let p = pool(opts.max_connections.max(2), true).await?;
-                (p.clone(), p)
+                let p = pool(opts.max_connections.max(2), true, false).await?;
+                (p.clone(), p.clone(), p)
             }
         };
         // On PostgreSQL too: every audited write queues on the audit head's row lock anyway, so
@@ -220,7 +236,7 @@ impl Store {
         let (source, wal) = match backend {
             Backend::Sqlite => (group::WriterPool::Shared(write.clone()), wal::wal_path(&write).await?),
             Backend::Postgres => {
-                (group::WriterPool::Own(Box::new((options(1, true), connect.clone()))), None)
+                (group::WriterPool::Own(Box::new((options(1, true, false), connect.clone()))), None)
             }
         };
         let group = group::GroupCommit::start(source, wal);
@@ -228,20 +244,33 @@ impl Store {
         if backend == Backend::Sqlite {
             tokio::spawn(wal::checkpoints(read.clone(), std::sync::Arc::downgrade(&alive)));
         }
-        Ok(Self { read, write, group, backend, auth_epoch: Default::default(), _alive: alive })
+        Ok(Self { read, write, index, group, backend, auth_epoch: Default::default(), _alive: alive })
     }
 
     /// Applies pending migrations; returns how many were applied.
     pub async fn migrate(&self) -> StoreResult<usize> {
-        let mut conn = self.write.acquire().await?;
-        migrate::run(&mut conn, self.backend, None).await
+        self.migrate_up_to(None).await
     }
 
     /// Applies pending migrations up to schema `version` only; returns how many were applied.
     /// For tests of a migration over data written before it.
     pub async fn migrate_to(&self, version: i64) -> StoreResult<usize> {
+        self.migrate_up_to(Some(version)).await
+    }
+
+    /// Runs the migrations on the write connection. On SQLite the audit index's file is
+    /// attached for them (schema 12 moves the index into it), and only for them: the writer
+    /// group commit uses never sees it.
+    async fn migrate_up_to(&self, version: Option<i64>) -> StoreResult<usize> {
         let mut conn = self.write.acquire().await?;
-        migrate::run(&mut conn, self.backend, Some(version)).await
+        if self.backend == Backend::Sqlite {
+            audit_index::attach(&mut conn).await?;
+        }
+        let applied = migrate::run(&mut conn, self.backend, version).await;
+        if self.backend == Backend::Sqlite {
+            audit_index::detach(&mut conn).await?;
+        }
+        applied
     }
 
     /// A counter that moves after every change this store makes to sessions, users, roles or
@@ -305,6 +334,7 @@ impl Store {
     pub async fn close(&self) {
         self.group.close().await;
         self.read.close().await;
+        self.index.close().await;
         self.write.close().await;
     }
 }

@@ -46,6 +46,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(9, "drop_audit_by_time", "0009_drop_audit_by_time.sql"),
     migration!(10, "texting_indexes", "0010_texting_indexes.sql"),
     migration!(11, "audit_index_keyed", "0011_audit_index_keyed.sql"),
+    migration!(12, "audit_index_own_file", "0012_audit_index_own_file.sql"),
 ];
 
 fn checksum(sql: &str) -> String {

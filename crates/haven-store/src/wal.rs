@@ -41,7 +41,10 @@ pub(crate) async fn checkpoints(pool: AnyPool, alive: Weak<()>) {
         if alive.strong_count() == 0 || pool.is_closed() {
             return;
         }
-        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool).await {
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA main.wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
+            .await
+        {
             Ok((busy, log, copied)) => {
                 // Busy: another connection was checkpointing, and this one learnt nothing.
                 wait = if busy != 0 { WHILE_WRITING } else { next_wait(last, (log, copied)) };

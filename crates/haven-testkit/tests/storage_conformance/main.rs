@@ -11,6 +11,8 @@ use haven_testkit::{Backend, TestDb, both_backends};
 use jiff::{SignedDuration, Timestamp};
 use sqlx::Executor;
 
+mod audit_index;
+
 fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).unwrap()
 }
@@ -65,8 +67,14 @@ fn session(org: OrgId, user: UserId, digest: &str, state: SessionState) -> NewSe
     }
 }
 
+/// A connection of its own to the test's database, which sees what the store's readers see
+/// (on SQLite the audit index's file, attached).
 async fn raw(db: &TestDb) -> sqlx::AnyConnection {
-    <sqlx::AnyConnection as sqlx::Connection>::connect(db.url()).await.unwrap()
+    let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(db.url()).await.unwrap();
+    if db.dir().is_some() {
+        haven_store::attach_audit_index(&mut c).await.unwrap();
+    }
+    c
 }
 
 /// The plan of `sql` on backend `b`, one line per step; `blob` is bound to `$1` when given.
@@ -263,82 +271,6 @@ both_backends!(audit_sequence_is_gap_free_and_rows_are_immutable, |b: Backend| a
     let del = c.execute("DELETE FROM audit_log WHERE seq = 2").await;
     assert!(del.is_err(), "DELETE of an audit row must fail");
     assert_eq!(s.audit_range(0, 100).await.unwrap(), all);
-});
-
-both_backends!(the_background_indexer_covers_the_log_without_a_search, |b: Backend| async move {
-    let db = TestDb::new(b).await;
-    let s = open(&db).await;
-    let a = org(&s, "A").await;
-    // Several indexing transactions' worth, all appended before the indexer's first round.
-    for i in 0..700 {
-        let read = rec(Some(a), "read")
-            .entity("patient", "p-bg")
-            .entity("conversation", "c-bg")
-            .entity("message", format!("m-{i}"))
-            .entity("session", "s-bg");
-        s.record_audit(&read, t(i)).await.unwrap();
-    }
-    let mut c = raw(&db).await;
-    let lag = "SELECT (SELECT size FROM audit_head) - (SELECT indexed_seq FROM audit_index_head) AS n";
-    let rows = "SELECT COUNT(*) AS n FROM audit_index WHERE kind = 'patient' AND ref_id = 'p-bg'";
-    // Only the kinds searched by are kept: nothing searches by message or session.
-    let unsearched = "SELECT COUNT(*) AS n FROM audit_index WHERE kind IN ('message', 'session')";
-    let conversation =
-        "SELECT COUNT(*) AS n FROM audit_index WHERE kind = 'conversation' AND ref_id = 'c-bg'";
-    let count = async |c: &mut sqlx::AnyConnection, sql: &'static str| -> i64 {
-        let row = sqlx::query(sql).fetch_one(&mut *c).await.unwrap();
-        sqlx::Row::get(&row, "n")
-    };
-    // One round takes everything the log held when it began, in as many transactions as that
-    // needs; no search is made here to help it along.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while count(&mut c, lag).await > 0 {
-        assert!(std::time::Instant::now() < deadline, "the background indexer fell behind");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(count(&mut c, rows).await, 700);
-    assert_eq!(count(&mut c, conversation).await, 700);
-    assert_eq!(count(&mut c, unsearched).await, 0);
-});
-
-both_backends!(the_audit_search_index_follows_the_log_and_misses_nothing, |b: Backend| async move {
-    let db = TestDb::new(b).await;
-    let s = open(&db).await;
-    let a = org(&s, "A").await;
-    // More entries than one indexing round takes, alternating between two patients.
-    for i in 0..1205 {
-        let who = if i % 2 == 0 { "p-even" } else { "p-odd" };
-        s.record_audit(&rec(Some(a), "read").entity("patient", who), t(i)).await.unwrap();
-    }
-    let by = |who: &str| haven_store::AuditQuery {
-        refs: vec![(haven_store::AuditRef::Patient, who.into())],
-        ..Default::default()
-    };
-    // A search sees every committed entry, however far behind the background indexer is.
-    let found = s.search_audit(a, &by("p-odd"), 1000).await.unwrap();
-    assert_eq!(found.len(), 602);
-    assert!(found.iter().all(|e| e.record.entities.iter().any(|en| en.id == "p-odd")));
-    let mut c = raw(&db).await;
-    let indexed = |who: &'static str| {
-        format!("SELECT COUNT(*) AS n FROM audit_index WHERE kind = 'patient' AND ref_id = '{who}'")
-    };
-    let count = async |c: &mut sqlx::AnyConnection, sql: String| -> i64 {
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *c).await.unwrap();
-        sqlx::Row::get(&row, "n")
-    };
-    // Each entry is indexed once, whoever got there first (the search or the background task).
-    assert_eq!(s.index_audit().await.unwrap(), 0, "nothing left to index");
-    assert_eq!(count(&mut c, indexed("p-odd")).await, 602);
-    assert_eq!(count(&mut c, indexed("p-even")).await, 603);
-    let head = "SELECT (SELECT size FROM audit_head) - (SELECT indexed_seq FROM audit_index_head) AS n";
-    assert_eq!(count(&mut c, head.into()).await, 0);
-    // A new entry is found at once, before any indexer has run for it.
-    s.record_audit(&rec(Some(a), "read").entity("patient", "p-odd"), t(2000)).await.unwrap();
-    assert_eq!(s.search_audit(a, &by("p-odd"), 1000).await.unwrap().len(), 603);
-    assert_eq!(s.search_audit(a, &by("p-none"), 1000).await.unwrap().len(), 0);
-    // Another organisation's search finds none of them.
-    let other = org(&s, "B").await;
-    assert!(s.search_audit(other, &by("p-odd"), 1000).await.unwrap().is_empty());
 });
 
 both_backends!(throttle_reserves_attempts_atomically, |b: Backend| async move {
@@ -556,68 +488,6 @@ both_backends!(schema_8_keeps_every_message_and_its_idempotency_key, |b: Backend
     let (dup, twin, audit) = (message(bob, "k3", 6), message(bob, "k3", 6), rec(Some(a), "send"));
     let (x, y) = tokio::join!(s.send_message(&dup, &audit), s.send_message(&twin, &audit));
     assert_eq!([x.unwrap().created, y.unwrap().created].iter().filter(|c| **c).count(), 1);
-    s.close().await;
-});
-
-both_backends!(schema_11_keys_the_audit_index_by_what_it_is_searched_by, |b: Backend| async move {
-    let db = TestDb::new(b).await;
-    let s = Store::connect(db.url(), &StoreOptions::default()).await.unwrap();
-    s.migrate_to(10).await.unwrap();
-    let a = org(&s, "A").await;
-    for i in 0..30 {
-        s.record_audit(&rec(Some(a), "read").entity("patient", "p1"), t(i)).await.unwrap();
-    }
-    s.index_audit().await.unwrap();
-    let mut c = raw(&db).await;
-    // What schema 10 could also hold: rows of an entry without an organisation, and the same
-    // row twice.
-    s.record_audit(&rec(None, "system").entity("patient", "p1"), t(40)).await.unwrap();
-    let seq = s.audit_head().await.unwrap().size;
-    let first: i64 = sqlx::query_scalar("SELECT MIN(seq) FROM audit_index WHERE ref_id = 'p1'")
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-    let old = format!(
-        "INSERT INTO audit_index (seq, org_id, kind, ref_id) VALUES ({seq}, NULL, 'patient', 'p1'), ({first}, '{a}', 'patient', 'p1')"
-    );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(old)).execute(&mut c).await.unwrap();
-    let rows = async |c: &mut sqlx::AnyConnection| -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM audit_index").fetch_one(&mut *c).await.unwrap()
-    };
-    let before = rows(&mut c).await;
-
-    assert_eq!(s.migrate_to(11).await.unwrap(), 1);
-    assert_eq!(rows(&mut c).await, before - 2, "the organisation-less row and the repeat are gone");
-    let by = |who: &str| haven_store::AuditQuery {
-        refs: vec![(haven_store::AuditRef::Patient, who.into())],
-        ..Default::default()
-    };
-    assert_eq!(s.search_audit(a, &by("p1"), 100).await.unwrap().len(), 30);
-    // The key refuses what it exists to rule out.
-    let null_org =
-        format!("INSERT INTO audit_index (seq, org_id, kind, ref_id) VALUES ({seq}, NULL, 'patient', 'p2')");
-    assert!(sqlx::raw_sql(sqlx::AssertSqlSafe(null_org)).execute(&mut c).await.is_err());
-    let twice = format!(
-        "INSERT INTO audit_index (seq, org_id, kind, ref_id) VALUES ({first}, '{a}', 'patient', 'p1')"
-    );
-    assert!(sqlx::raw_sql(sqlx::AssertSqlSafe(twice)).execute(&mut c).await.is_err());
-    // New entries are indexed under the new key: one naming its patient twice, and one without
-    // an organisation, which no search can ask for.
-    let twice_named = rec(Some(a), "read").entity("patient", "p1").entity("patient", "p1");
-    s.record_audit(&twice_named, t(50)).await.unwrap();
-    s.record_audit(&rec(None, "system").entity("patient", "p1"), t(51)).await.unwrap();
-    assert_eq!(s.search_audit(a, &by("p1"), 100).await.unwrap().len(), 31);
-    assert_eq!(s.index_audit().await.unwrap(), 0, "the search brought the index up to the log");
-    assert_eq!(rows(&mut c).await, before - 2 + 1);
-    // The lookup is the key itself (PostgreSQL scans a table this small whole unless told not to).
-    if b == Backend::Postgres {
-        sqlx::raw_sql("SET enable_seqscan = off").execute(&mut c).await.unwrap();
-    }
-    let sql =
-        format!("SELECT seq FROM audit_index WHERE org_id = '{a}' AND kind = 'patient' AND ref_id = 'p1'");
-    let plan = plan(&mut c, b, &sql, None).await;
-    let key = if b == Backend::Sqlite { "PRIMARY KEY" } else { "audit_index_pkey" };
-    assert!(plan.contains(key), "{plan}");
     s.close().await;
 });
 
