@@ -29,7 +29,7 @@ use sqlx::{AnyConnection, AnyPool, AssertSqlSafe};
 
 use crate::rows::get;
 use crate::script::Script;
-use crate::{AuditRef, Store, StoreError, StoreResult};
+use crate::{AuditRef, Backend, Store, StoreError, StoreResult};
 
 /// Entries indexed per transaction at most. This bounds how long the writer is held (recorded,
 /// from BEGIN to commit, as `haven_store_audit_index_seconds`: about 6 ms on the benchmark
@@ -86,7 +86,7 @@ impl Store {
     pub async fn index_audit(&self) -> StoreResult<u64> {
         let mut total = 0;
         loop {
-            let at = positions(&self.read).await?;
+            let at = self.positions().await?;
             if at.ours && at.indexed == at.head {
                 return Ok(total);
             }
@@ -99,17 +99,17 @@ impl Store {
     /// entries each, and they wrote more pages than the sends themselves (every transaction
     /// dirties a page per user and conversation it names). The next round takes the rest.
     async fn index_audit_round(&self) -> StoreResult<u64> {
-        let mut at = positions(&self.read).await?;
+        let mut at = self.positions().await?;
         let target = at.head;
         let mut total = 0;
         if !at.ours {
             // Not this log's index: the chunk starts it again.
             total += self.index_audit_chunk().await?;
-            at = positions(&self.read).await?;
+            at = self.positions().await?;
         }
         while at.indexed < target {
             total += self.index_audit_chunk().await?;
-            at = positions(&self.read).await?;
+            at = self.positions().await?;
         }
         Ok(total)
     }
@@ -122,6 +122,7 @@ impl Store {
     /// restored from a backup, or copied without it, is a log the index was not built from.
     /// The head keeps the leaf hash of the last entry it covers; when the log's entry there
     /// has another (or the log is shorter than the head), the index starts again from nothing.
+    /// Only on SQLite: see [`Store::positions`].
     async fn index_audit_chunk(&self) -> StoreResult<u64> {
         let head = sqlx::query("SELECT indexed_seq, leaf FROM audit_index_head WHERE id = 1")
             .fetch_one(&self.read)
@@ -142,8 +143,8 @@ impl Store {
                 Some(first) if get::<i64>(first, "seq")? == from => Some(get::<Vec<u8>>(first, "leaf_hash")?),
                 _ => None,
             };
-            if seen.is_none() || seen != leaf {
-                self.restart_audit_index(from).await?;
+            if self.backend == Backend::Sqlite && (seen.is_none() || seen != leaf) {
+                self.restart_audit_index(from, leaf).await?;
                 return Ok(0);
             }
             rows = &rows[1..];
@@ -200,12 +201,16 @@ impl Store {
 
     /// Empties the index of a log it was not built from, if its head is still at `from` (else
     /// another indexer did), so it is built again from the first entry.
-    async fn restart_audit_index(&self, from: i64) -> StoreResult<()> {
+    async fn restart_audit_index(&self, from: i64, leaf: Option<Vec<u8>>) -> StoreResult<()> {
         let mut tx = self.index.begin().await?;
+        // The leaf too: another indexer may have started again and come back to `from` with
+        // this log's leaf, and that index is right.
         let moved = sqlx::query(
-            "UPDATE audit_index_head SET indexed_seq = 0, leaf = NULL WHERE id = 1 AND indexed_seq = $1",
+            "UPDATE audit_index_head SET indexed_seq = 0, leaf = NULL
+             WHERE id = 1 AND indexed_seq = $1 AND leaf IS NOT DISTINCT FROM $2",
         )
         .bind(from)
+        .bind(leaf)
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() == 1 {
@@ -243,8 +248,15 @@ pub async fn attach(conn: &mut AnyConnection) -> StoreResult<()> {
             "a SQLite database must be a file: the audit search index is kept in a file beside it".into(),
         )
     })?;
+    let file = file_beside(&main);
+    // ATTACH opens the file with the connection's flags, and a URL without `mode=rwc` does not
+    // let SQLite create it: made here (empty, which SQLite reads as an empty database), so a
+    // database restored or upgraded without its index file still opens.
+    std::fs::OpenOptions::new().create(true).append(true).open(&file).map_err(|e| {
+        StoreError::Config(format!("the audit search index's file {file} cannot be opened: {e}"))
+    })?;
     sqlx::query(AssertSqlSafe(format!("ATTACH DATABASE $1 AS {SCHEMA}")))
-        .bind(file_beside(&main))
+        .bind(file)
         .execute(&mut *conn)
         .await?;
     // Per connection; see `prepare_file` for why this is enough.
@@ -297,8 +309,19 @@ struct Positions {
     ours: bool,
 }
 
-/// How far the index has got and the size of the log (read-only, so an idle server never
-/// writes just to find there is nothing to do).
+impl Store {
+    /// How far the index has got and the size of the log (read-only, so an idle server never
+    /// writes just to find there is nothing to do).
+    async fn positions(&self) -> StoreResult<Positions> {
+        let at = positions(&self.read).await?;
+        // On PostgreSQL the index is in the log's database, moves in its transactions and is
+        // backed up with it; and during a rolling upgrade to schema 12, nodes still on 11 move
+        // the head without a leaf, which must not start the index again.
+        Ok(Positions { ours: at.ours || self.backend == Backend::Postgres, ..at })
+    }
+}
+
+/// [`Store::positions`], as the tables say.
 async fn positions(read: &AnyPool) -> StoreResult<Positions> {
     let row = sqlx::query(
         "SELECT i.indexed_seq AS indexed, (SELECT size FROM audit_head WHERE id = 1) AS head,

@@ -267,10 +267,14 @@ impl Store {
             audit_index::attach(&mut conn).await?;
         }
         let applied = migrate::run(&mut conn, self.backend, version).await;
-        if self.backend == Backend::Sqlite {
-            audit_index::detach(&mut conn).await?;
-        }
-        applied
+        let detached = match self.backend {
+            Backend::Sqlite => audit_index::detach(&mut conn).await,
+            Backend::Postgres => Ok(()),
+        };
+        // A failed migration's error before the detach's.
+        let applied = applied?;
+        detached?;
+        Ok(applied)
     }
 
     /// A counter that moves after every change this store makes to sessions, users, roles or
