@@ -102,7 +102,8 @@ where
         match ws.next().await {
             Some(Ok(Message::Text(t))) if t.contains("\"ready\"") => return Ok(()),
             Some(Ok(_)) => continue,
-            _ => bail!("the socket closed before ready"),
+            Some(Err(e)) => bail!("the socket failed before ready: {e}"),
+            None => bail!("the socket closed before ready"),
         }
     }
 }
