@@ -153,7 +153,8 @@ pub fn sqlite_url_for(data_dir: &Path) -> String {
 }
 
 impl Store {
-    /// Connects to the database named by `url` and applies pending migrations.
+    /// Connects to the database named by `url` and applies pending migrations. A SQLite
+    /// database must be a file (not `:memory:`): the audit search index is a file beside it.
     pub async fn open(url: &str, opts: &StoreOptions) -> StoreResult<Self> {
         let store = Self::connect(url, opts).await?;
         store.migrate().await?;
