@@ -87,10 +87,13 @@ impl Store {
         let mut total = 0;
         loop {
             let at = self.positions().await?;
-            if at.ours && at.indexed == at.head {
+            if !at.ours {
+                self.restart_audit_index(at).await?;
+            } else if at.indexed == at.head {
                 return Ok(total);
+            } else {
+                total += self.index_audit_chunk().await?;
             }
-            total += self.index_audit_chunk().await?;
         }
     }
 
@@ -100,13 +103,13 @@ impl Store {
     /// dirties a page per user and conversation it names). The next round takes the rest.
     async fn index_audit_round(&self) -> StoreResult<u64> {
         let mut at = self.positions().await?;
+        if !at.ours {
+            // The next round builds it from the first entry.
+            self.restart_audit_index(at).await?;
+            return Ok(0);
+        }
         let target = at.head;
         let mut total = 0;
-        if !at.ours {
-            // Not this log's index: the chunk starts it again.
-            total += self.index_audit_chunk().await?;
-            at = self.positions().await?;
-        }
         while at.indexed < target {
             total += self.index_audit_chunk().await?;
             at = self.positions().await?;
@@ -116,44 +119,24 @@ impl Store {
 
     /// Indexes the next entries (at most [`CHUNK`]); returns how many, 0 when another indexer
     /// got there first. They are read and parsed before the write transaction begins, so the
-    /// index's writer is held only for the inserts.
-    ///
-    /// The index must be this log's: on SQLite it is a file of its own, and a database file
-    /// restored from a backup, or copied without it, is a log the index was not built from.
-    /// The head keeps the leaf hash of the last entry it covers; when the log's entry there
-    /// has another (or the log is shorter than the head), the index starts again from nothing.
-    /// Only on SQLite: see [`Store::positions`].
+    /// index's writer is held only for the inserts. The head also takes the leaf hash of the
+    /// last entry indexed (see [`Positions::ours`]).
     async fn index_audit_chunk(&self) -> StoreResult<u64> {
-        let head = sqlx::query("SELECT indexed_seq, leaf FROM audit_index_head WHERE id = 1")
+        let from: i64 = sqlx::query_scalar("SELECT indexed_seq FROM audit_index_head WHERE id = 1")
             .fetch_one(&self.read)
             .await?;
-        let from: i64 = get(&head, "indexed_seq")?;
-        let leaf: Option<Vec<u8>> = get(&head, "leaf")?;
-        // From the last entry covered, to check it is still the one the index saw.
         let rows = sqlx::query(
-            "SELECT seq, org_id, entry, leaf_hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, org_id, entry, leaf_hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(from)
-        .bind(CHUNK + 1)
+        .bind(CHUNK)
         .fetch_all(&self.read)
         .await?;
-        let mut rows = rows.as_slice();
-        if from > 0 {
-            let seen = match rows.first() {
-                Some(first) if get::<i64>(first, "seq")? == from => Some(get::<Vec<u8>>(first, "leaf_hash")?),
-                _ => None,
-            };
-            if self.backend == Backend::Sqlite && (seen.is_none() || seen != leaf) {
-                self.restart_audit_index(from, leaf).await?;
-                return Ok(0);
-            }
-            rows = &rows[1..];
-        }
         let Some(last) = rows.last() else { return Ok(0) };
         let last_leaf: Vec<u8> = get(last, "leaf_hash")?;
         let last: i64 = get(last, "seq")?;
         let mut refs: Vec<(i64, String, String, String)> = Vec::new();
-        for row in rows {
+        for row in &rows {
             let seq: i64 = get(row, "seq")?;
             // Searches always name the organisation: an entry without one is found by its
             // sequence number or time, never through this index.
@@ -199,25 +182,26 @@ impl Store {
         Ok(rows.len() as u64)
     }
 
-    /// Empties the index of a log it was not built from, if its head is still at `from` (else
-    /// another indexer did), so it is built again from the first entry.
-    async fn restart_audit_index(&self, from: i64, leaf: Option<Vec<u8>>) -> StoreResult<()> {
+    /// Empties an index that is not this log's (`at`, from [`Store::positions`]), if its head
+    /// is still where `at` saw it (else another indexer did), so it is built again from the
+    /// first entry.
+    async fn restart_audit_index(&self, at: Positions) -> StoreResult<()> {
         let mut tx = self.index.begin().await?;
-        // The leaf too: another indexer may have started again and come back to `from` with
-        // this log's leaf, and that index is right.
+        // The leaf too: another indexer may have started again and come back to the same entry
+        // with this log's leaf, and that index is right.
         let moved = sqlx::query(
             "UPDATE audit_index_head SET indexed_seq = 0, leaf = NULL
              WHERE id = 1 AND indexed_seq = $1 AND leaf IS NOT DISTINCT FROM $2",
         )
-        .bind(from)
-        .bind(leaf)
+        .bind(at.indexed)
+        .bind(at.leaf)
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() == 1 {
             sqlx::query("DELETE FROM audit_index").execute(&mut *tx).await?;
             tx.commit().await?;
             tracing::warn!(
-                indexed = from,
+                indexed = at.indexed,
                 "the audit search index was not built from this audit log (was the database restored \
                  from a backup, or copied without its index?); building it again from the first entry"
             );
@@ -239,11 +223,7 @@ const SCHEMA: &str = "audit_index_db";
 /// plain names (after the main database's, which from schema 12 has none of that name). Every
 /// SQLite connection of the store but the writer's has it; so do tools that read the index.
 pub async fn attach(conn: &mut AnyConnection) -> StoreResult<()> {
-    let main: Option<String> =
-        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-            .fetch_optional(&mut *conn)
-            .await?;
-    let main = main.filter(|f| !f.is_empty()).ok_or_else(|| {
+    let main = crate::wal::main_file(&mut *conn).await?.ok_or_else(|| {
         StoreError::Config(
             "a SQLite database must be a file: the audit search index is kept in a file beside it".into(),
         )
@@ -302,10 +282,16 @@ pub(crate) async fn prepare_file(index: &AnyPool) -> StoreResult<()> {
 struct Positions {
     /// The last entry the index covers (0: none).
     indexed: i64,
+    /// The leaf hash of that entry, as the index saw it.
+    leaf: Option<Vec<u8>>,
     /// The size of the log.
     head: i64,
-    /// Whether the log's entry at `indexed` is the one the index saw (an index built from
-    /// another copy of the log is not, even where the two are the same length).
+    /// Whether the log's entry at `indexed` is the one the index saw. On SQLite the index is a
+    /// file of its own, and a database file restored from a backup, or copied without it, is a
+    /// log the index was not built from (even where the two are the same length). On
+    /// PostgreSQL the index is in the log's database, moves in its transactions and is backed
+    /// up with it; and during a rolling upgrade to schema 12, nodes still on 11 move the head
+    /// without a leaf, which must not start the index again: there it is always true.
     ours: bool,
 }
 
@@ -313,30 +299,22 @@ impl Store {
     /// How far the index has got and the size of the log (read-only, so an idle server never
     /// writes just to find there is nothing to do).
     async fn positions(&self) -> StoreResult<Positions> {
-        let at = positions(&self.read).await?;
-        // On PostgreSQL the index is in the log's database, moves in its transactions and is
-        // backed up with it; and during a rolling upgrade to schema 12, nodes still on 11 move
-        // the head without a leaf, which must not start the index again.
-        Ok(Positions { ours: at.ours || self.backend == Backend::Postgres, ..at })
+        let row = sqlx::query(
+            "SELECT i.indexed_seq AS indexed, i.leaf, (SELECT size FROM audit_head WHERE id = 1) AS head,
+                    CAST(CASE WHEN i.indexed_seq = 0 OR EXISTS (
+                        SELECT 1 FROM audit_log l WHERE l.seq = i.indexed_seq AND l.leaf_hash = i.leaf
+                    ) THEN 1 ELSE 0 END AS BIGINT) AS ours
+             FROM audit_index_head i WHERE i.id = 1",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        Ok(Positions {
+            indexed: get(&row, "indexed")?,
+            leaf: get(&row, "leaf")?,
+            head: get(&row, "head")?,
+            ours: get::<i64>(&row, "ours")? == 1 || self.backend == Backend::Postgres,
+        })
     }
-}
-
-/// [`Store::positions`], as the tables say.
-async fn positions(read: &AnyPool) -> StoreResult<Positions> {
-    let row = sqlx::query(
-        "SELECT i.indexed_seq AS indexed, (SELECT size FROM audit_head WHERE id = 1) AS head,
-                CAST(CASE WHEN i.indexed_seq = 0 OR EXISTS (
-                    SELECT 1 FROM audit_log l WHERE l.seq = i.indexed_seq AND l.leaf_hash = i.leaf
-                ) THEN 1 ELSE 0 END AS BIGINT) AS ours
-         FROM audit_index_head i WHERE i.id = 1",
-    )
-    .fetch_one(read)
-    .await?;
-    Ok(Positions {
-        indexed: get(&row, "indexed")?,
-        head: get(&row, "head")?,
-        ours: get::<i64>(&row, "ours")? == 1,
-    })
 }
 
 /// Keeps the index close behind the log, so a search has little to catch up. Ends when the

@@ -69,11 +69,18 @@ fn next_wait(before: Option<Progress>, now: Progress) -> Duration {
 
 /// The write-ahead log of the SQLite database behind `pool`; none for a database in memory.
 pub(crate) async fn wal_path(pool: &AnyPool) -> StoreResult<Option<PathBuf>> {
+    Ok(main_file(pool).await?.map(|f| PathBuf::from(format!("{f}-wal"))))
+}
+
+/// The file of a SQLite connection's main database; none for a database in memory.
+pub(crate) async fn main_file<'e>(
+    e: impl sqlx::Executor<'e, Database = sqlx::Any>,
+) -> StoreResult<Option<String>> {
     let file: Option<String> =
         sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-            .fetch_optional(pool)
+            .fetch_optional(e)
             .await?;
-    Ok(file.filter(|f| !f.is_empty()).map(|f| PathBuf::from(format!("{f}-wal"))))
+    Ok(file.filter(|f| !f.is_empty()))
 }
 
 #[cfg(test)]
