@@ -17,6 +17,16 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+/// Which API the load speaks: Haven's own, or the Matrix client-server API (to measure an
+/// established server with the same load, see `matrix.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// Haven's REST API and WebSocket.
+    Haven,
+    /// A Matrix homeserver's client-server API: rooms, `/send` and `/sync`.
+    Matrix,
+}
+
 /// Parameters of a run.
 #[derive(Debug, Clone)]
 pub struct ChatParams {
@@ -208,8 +218,9 @@ fn message_key(c: usize, s: usize, i: usize) -> String {
 /// What one sender did: (key, send start, send latency in µs when accepted).
 type Sends = Vec<(String, Instant, Option<u64>)>;
 
-/// Runs the scenario against `base` with signed-in `users` (id, token).
+/// Runs the scenario against `base`, speaking `api`, with signed-in `users` (id, token).
 pub async fn run(
+    api: Api,
     base: &str,
     users: &[(String, String)],
     p: &ChatParams,
@@ -222,16 +233,31 @@ pub async fn run(
         .collect();
     let mut convs = Vec::new();
     for m in &members {
-        let others: Vec<&str> = m[1..].iter().map(|&u| users[u].0.as_str()).collect();
-        let body = json!({"kind": "group", "members": others});
-        let v = post(&http, format!("{base}/api/v1/conversations"), Some(&users[m[0]].1), &body).await?;
-        convs.push(v["id"].as_str().context("no conversation id")?.to_owned());
+        let creator = &users[m[0]].1;
+        convs.push(match api {
+            Api::Haven => {
+                let others: Vec<&str> = m[1..].iter().map(|&u| users[u].0.as_str()).collect();
+                let body = json!({"kind": "group", "members": others});
+                let v = post(&http, format!("{base}/api/v1/conversations"), Some(creator), &body).await?;
+                v["id"].as_str().context("no conversation id")?.to_owned()
+            }
+            Api::Matrix => {
+                let others: Vec<(&str, &str)> =
+                    m[1..].iter().map(|&u| (users[u].0.as_str(), users[u].1.as_str())).collect();
+                crate::matrix::create_room(&http, base, creator, &others).await?
+            }
+        });
     }
     let seen = Arc::new(AtomicUsize::new(0));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut sockets = Vec::new();
     for (_, token) in users {
-        sockets.push(open_socket(base, token, seen.clone(), stopped.clone()).await?);
+        sockets.push(match api {
+            Api::Haven => open_socket(base, token, seen.clone(), stopped.clone()).await?,
+            Api::Matrix => {
+                crate::matrix::open_sync(&http, base, token, seen.clone(), stopped.clone()).await?
+            }
+        });
     }
     // Senders: the first S members of each conversation; messages split evenly.
     let total_senders = p.conversations * p.senders;
@@ -240,17 +266,24 @@ pub async fn run(
     let began = Instant::now();
     let mut tasks = Vec::new();
     let mut remaining = p.messages;
+    let start = tokio::time::Instant::now();
     for (c, conv) in convs.iter().enumerate() {
         for s in 0..p.senders {
+            // Open loop: the senders' ticks are spread evenly over one interval, so the load
+            // arrives at the rate asked, not in bursts of every sender at once.
+            let nth = (c * p.senders + s) as u32;
+            let mut tick = interval
+                .map(|every| tokio::time::interval_at(start + every * nth / total_senders as u32, every));
             let n = per_sender.min(remaining);
             remaining -= n;
             let http = http.clone();
-            // Parsed once: reqwest would parse a string again for every request.
+            // Parsed once: reqwest would parse a string again for every request. (A Matrix
+            // send's URL ends in its transaction id, so it is made for each.)
             let url = reqwest::Url::parse(&format!("{base}/api/v1/conversations/{conv}/messages"))?;
+            let matrix_url = crate::matrix::send_url(base, conv);
             let token = users[members[c][s]].1.clone();
             let progress = progress.clone();
             tasks.push(tokio::spawn(async move {
-                let mut tick = interval.map(tokio::time::interval);
                 let mut sends: Sends = Vec::with_capacity(n);
                 for i in 0..n {
                     if let Some(t) = tick.as_mut() {
@@ -258,7 +291,11 @@ pub async fn run(
                     }
                     let key = message_key(c, s, i);
                     let t0 = Instant::now();
-                    let ok = send(&http, &url, &token, &key).await.is_ok();
+                    let ok = match api {
+                        Api::Haven => send(&http, &url, &token, &key).await,
+                        Api::Matrix => crate::matrix::send(&http, &matrix_url, &token, &key).await,
+                    }
+                    .is_ok();
                     let us = t0.elapsed().as_micros() as u64;
                     sends.push((key, t0, ok.then_some(us)));
                     progress.inc(1);
@@ -313,6 +350,14 @@ pub async fn run(
         }
     }
     Ok(r)
+}
+
+/// Fails the run if any delivery was missing or any send failed (after its report is printed).
+pub fn check_complete(r: &ChatResult) -> anyhow::Result<()> {
+    if r.missing > 0 || r.failed > 0 {
+        bail!("{} deliveries missing, {} sends failed", r.missing, r.failed);
+    }
+    Ok(())
 }
 
 /// The p-th percentile (0..=100) of `v`, which gets sorted.

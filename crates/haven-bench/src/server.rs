@@ -161,24 +161,13 @@ impl Server {
 
     /// Peak resident memory (VmHWM) in KiB and CPU time (user + system) in seconds.
     pub fn usage(&self) -> (u64, f64) {
-        let pid = self.child.id();
-        (status_kib(pid, "VmHWM:"), cpu_seconds(pid))
+        usage_of(self.child.id())
     }
 
     /// The work the server has done so far: CPU time and writes, for per-message figures that
     /// hold still on a machine whose speed drifts.
     pub fn work(&self) -> Work {
-        let pid = self.child.id();
-        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
-        let field = |name: &str| {
-            io.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or(0)
-        };
-        Work {
-            cpu_seconds: cpu_seconds(pid),
-            write_calls: field("syscw:"),
-            bytes_written: field("wchar:"),
-            disk_bytes: field("write_bytes:"),
-        }
+        Work::of(self.child.id())
     }
 
     /// Stops the server (SIGTERM: a clean shutdown).
@@ -211,6 +200,20 @@ pub struct Work {
 }
 
 impl Work {
+    /// The work process `pid` has done so far (zeros for what cannot be read).
+    pub fn of(pid: u32) -> Self {
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+        let field = |name: &str| {
+            io.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or(0)
+        };
+        Work {
+            cpu_seconds: cpu_seconds(pid),
+            write_calls: field("syscw:"),
+            bytes_written: field("wchar:"),
+            disk_bytes: field("write_bytes:"),
+        }
+    }
+
     /// The work done between `earlier` and `self`, per unit of `n` things done.
     pub fn per(&self, earlier: &Work, n: usize) -> serde_json::Value {
         let n = n.max(1) as f64;
@@ -265,6 +268,11 @@ fn sample(text: &str, series: &str, labels: &[&str]) -> f64 {
                 .ok()
         })
         .unwrap_or(0.0)
+}
+
+/// Peak resident memory (VmHWM) in KiB and CPU time (user + system) in seconds of process `pid`.
+pub fn usage_of(pid: u32) -> (u64, f64) {
+    (status_kib(pid, "VmHWM:"), cpu_seconds(pid))
 }
 
 fn status_kib(pid: u32, field: &str) -> u64 {

@@ -57,3 +57,61 @@ fn a_small_audit_run_counts_appends_and_verifies_the_exports() {
     assert_eq!(r["synthetic_entries"], 3000);
     assert!(r["synthetic_verify_seconds"].as_f64().unwrap() > 0.0);
 }
+
+/// Synapse, started by `scripts/bench-synapse` on its own SQLite file and a free port, and
+/// stopped when dropped (also when the test fails).
+struct Synapse {
+    script: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script).arg("stop").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_small_matrix_run_against_synapse_sees_every_delivery() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = root.join("target/synapse-venv");
+    assert!(
+        venv.join("bin/synctl").exists(),
+        "install Synapse first: scripts/bench-synapse install (scripts/test does)"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let synapse = Synapse {
+        script: root.join("scripts/bench-synapse"),
+        dir: std::env::temp_dir().join(format!("haven-bench-synapse-smoke-{}", std::process::id())),
+    };
+    let started = Command::new(&synapse.script)
+        .arg("start")
+        .arg(&synapse.dir)
+        .env("SYNAPSE_PORT", port.to_string())
+        .env("SYNAPSE_DB", "sqlite")
+        .env("SYNAPSE_VENV", &venv)
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let pid = std::fs::read_to_string(synapse.dir.join("homeserver.pid")).unwrap();
+
+    let bench = std::path::PathBuf::from(env!("CARGO_BIN_EXE_haven-bench"));
+    let out = Command::new(&bench)
+        .args(["matrix", "--homeserver", &format!("http://127.0.0.1:{port}"), "--pid", pid.trim()])
+        .args(["--users", "5", "--conversations", "2", "--members", "3", "--senders", "2"])
+        .args(["--messages", "20"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(json["scenario"], "chat");
+    assert_eq!(json["backend"], "matrix (Synapse 1.163.2)");
+    let r = &json["results"];
+    assert_eq!(r["accepted"], 20);
+    assert_eq!(r["missing"], 0);
+    // Each message reaches the two other members of its room, through their /sync.
+    assert_eq!(r["deliveries"], 20 * 2);
+    assert!(r["server_cpu_seconds"].as_f64().unwrap() > 0.0);
+}
