@@ -65,6 +65,8 @@ pub struct ChatResult {
     pub tool_cpu_us_per_message: f64,
 }
 
+/// Posts `body` as JSON (with `token` as bearer, if any) and returns the JSON answer; fails on
+/// any status but 2xx, with the answer in the error.
 pub(crate) async fn post(
     http: &reqwest::Client,
     url: String,
@@ -187,16 +189,42 @@ async fn open_socket(
     }))
 }
 
-/// Posts one message; only the status of the answer is read.
-async fn send(http: &reqwest::Client, url: &reqwest::Url, token: &str, key: &str) -> anyhow::Result<()> {
-    let body = format!(r#"{{"idempotency_key":"{key}","body":"{key}"}}"#);
-    let resp = http
-        .post(url.clone())
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
+/// Where one sender's messages go: Haven's messages URL of its conversation (parsed once:
+/// reqwest would parse a string again for every request), or a Matrix room's send URL less its
+/// transaction id (which is each message's own).
+enum Target {
+    Haven(reqwest::Url),
+    Matrix(String),
+}
+
+impl Target {
+    fn new(api: Api, base: &str, conv: &str) -> anyhow::Result<Self> {
+        Ok(match api {
+            Api::Haven => {
+                Self::Haven(reqwest::Url::parse(&format!("{base}/api/v1/conversations/{conv}/messages"))?)
+            }
+            Api::Matrix => Self::Matrix(crate::matrix::send_url(base, conv)),
+        })
+    }
+
+    /// Sends message `key` (its idempotency key or transaction id, and its body).
+    async fn send(&self, http: &reqwest::Client, token: &str, key: &str) -> anyhow::Result<()> {
+        let request = match self {
+            Self::Haven(url) => {
+                http.post(url.clone()).body(format!(r#"{{"idempotency_key":"{key}","body":"{key}"}}"#))
+            }
+            Self::Matrix(url) => {
+                http.put(format!("{url}{key}")).body(format!(r#"{{"msgtype":"m.text","body":"{key}"}}"#))
+            }
+        };
+        let resp = request.bearer_auth(token).header("content-type", "application/json").send().await?;
+        answered(resp).await
+    }
+}
+
+/// Reads an answer whose status is all that matters: fails on any status but 2xx, with the
+/// answer in the error.
+async fn answered(resp: reqwest::Response) -> anyhow::Result<()> {
     let status = resp.status();
     let answer = resp.bytes().await?;
     if !status.is_success() {
@@ -219,12 +247,15 @@ fn message_key(c: usize, s: usize, i: usize) -> String {
 type Sends = Vec<(String, Instant, Option<u64>)>;
 
 /// Runs the scenario against `base`, speaking `api`, with signed-in `users` (id, token).
+/// `load_begins` is called once every conversation exists and every member listens, just
+/// before the first send (to read the server's counters of the load alone).
 pub async fn run(
     api: Api,
     base: &str,
     users: &[(String, String)],
     p: &ChatParams,
     progress: &indicatif::ProgressBar,
+    load_begins: impl FnOnce(),
 ) -> anyhow::Result<ChatResult> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
     // Membership: conversation r has users (r*K + j) mod U.
@@ -263,6 +294,7 @@ pub async fn run(
     let total_senders = p.conversations * p.senders;
     let per_sender = p.messages.div_ceil(total_senders);
     let interval = p.rate.map(|r| Duration::from_secs_f64(total_senders as f64 / r));
+    load_begins();
     let began = Instant::now();
     let mut tasks = Vec::new();
     let mut remaining = p.messages;
@@ -277,25 +309,22 @@ pub async fn run(
             let n = per_sender.min(remaining);
             remaining -= n;
             let http = http.clone();
-            // Parsed once: reqwest would parse a string again for every request. (A Matrix
-            // send's URL ends in its transaction id, so it is made for each.)
-            let url = reqwest::Url::parse(&format!("{base}/api/v1/conversations/{conv}/messages"))?;
-            let matrix_url = crate::matrix::send_url(base, conv);
+            let target = Target::new(api, base, conv)?;
             let token = users[members[c][s]].1.clone();
             let progress = progress.clone();
             tasks.push(tokio::spawn(async move {
                 let mut sends: Sends = Vec::with_capacity(n);
                 for i in 0..n {
-                    if let Some(t) = tick.as_mut() {
-                        t.tick().await;
-                    }
+                    // Open loop: latencies count from when the send was due, so a server that
+                    // falls behind shows its queue in them (the ticks missed while a send was
+                    // out come at once, as tokio's intervals do by default).
+                    let due = match tick.as_mut() {
+                        Some(t) => Some(t.tick().await.into_std()),
+                        None => None,
+                    };
                     let key = message_key(c, s, i);
-                    let t0 = Instant::now();
-                    let ok = match api {
-                        Api::Haven => send(&http, &url, &token, &key).await,
-                        Api::Matrix => crate::matrix::send(&http, &matrix_url, &token, &key).await,
-                    }
-                    .is_ok();
+                    let t0 = due.unwrap_or_else(Instant::now);
+                    let ok = target.send(&http, &token, &key).await.is_ok();
                     let us = t0.elapsed().as_micros() as u64;
                     sends.push((key, t0, ok.then_some(us)));
                     progress.inc(1);

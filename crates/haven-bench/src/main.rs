@@ -114,6 +114,10 @@ impl ChatArgs {
             self.senders >= 1 && self.senders <= self.members,
             "--senders must be between 1 and --members"
         );
+        anyhow::ensure!(
+            self.rate.is_none_or(|r| r.is_finite() && r > 0.0),
+            "--rate must be a number of messages per second above 0"
+        );
         Ok(())
     }
 
@@ -188,7 +192,7 @@ pub fn chat_load(
     let params = chat::ChatParams::from(a);
     let bar = bar(a.messages as u64, "messages");
     let before = (server.work(), writer_totals(ctx, server), server::own_cpu_seconds());
-    let result = ctx.rt.block_on(chat::run(chat::Api::Haven, &server.base, users, &params, &bar));
+    let result = ctx.rt.block_on(chat::run(chat::Api::Haven, &server.base, users, &params, &bar, || ()));
     bar.finish_and_clear();
     let mut result = result.context("the chat load failed")?;
     result.server_per_message = server.work().per(&before.0, result.accepted);
@@ -374,6 +378,14 @@ pub fn print_chat(title: &str, a: &ChatArgs, r: &mut chat::ChatResult) -> Value 
            "deliveries": r.delivery_us.len(), "missing": r.missing})
 }
 
+/// Prints the server's peak memory and CPU time (`cpu_what` says over what time), and puts
+/// them in the run's `results`.
+pub fn print_server(results: &mut Value, peak_rss_kib: u64, cpu_seconds: f64, cpu_what: &str) {
+    println!("  server peak RSS {:.1} MiB, CPU {cpu_seconds:.2} s {cpu_what}", peak_rss_kib as f64 / 1024.0);
+    results["server_peak_rss_kib"] = json!(peak_rss_kib);
+    results["server_cpu_seconds"] = json!(cpu_seconds);
+}
+
 fn chat(ctx: &Ctx, a: &ChatArgs) -> anyhow::Result<()> {
     let server = ctx.start()?;
     let result = users(ctx, &server, a).and_then(|u| chat_load(ctx, &server, &u, a));
@@ -382,12 +394,10 @@ fn chat(ctx: &Ctx, a: &ChatArgs) -> anyhow::Result<()> {
     ctx.cleanup();
     let mut r = result?;
     let mut results = print_chat(ctx.backend(), a, &mut r);
-    println!("  server peak RSS {:.1} MiB, CPU {:.2} s", peak_rss_kib as f64 / 1024.0, cpu_seconds);
+    print_server(&mut results, peak_rss_kib, cpu_seconds, "since it started");
     print_work(&r.server_per_message, "message");
     println!("  this tool per message: CPU {:.0} µs", r.tool_cpu_us_per_message);
     print_writer(&r.writer);
-    results["server_peak_rss_kib"] = json!(peak_rss_kib);
-    results["server_cpu_seconds"] = json!(cpu_seconds);
     results["server_per_message"] = r.server_per_message.clone();
     results["writer"] = r.writer.clone();
     results["tool_cpu_us_per_message"] = json!(r.tool_cpu_us_per_message);

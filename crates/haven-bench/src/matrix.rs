@@ -39,8 +39,12 @@ pub struct MatrixArgs {
 const PASSWORD: &str = "haven-bench-Matrix-1";
 
 /// How many events of one room a `/sync` answer may carry before it leaves some out (which the
-/// tool would count as missing deliveries).
+/// tool would count as missing deliveries). Synapse caps it at its `filter_timeline_limit`,
+/// which `scripts/bench-synapse` raises to this.
 const TIMELINE_LIMIT: u32 = 1000;
+
+/// `/sync` answers that left events out (a gap a real client would page back through).
+static LIMITED: AtomicUsize = AtomicUsize::new(0);
 
 /// A room or event id for a URL path (`!room:server` holds characters a path segment must not).
 fn path_segment(s: &str) -> String {
@@ -199,7 +203,7 @@ pub async fn open_sync(
             for room in answer.rooms.into_iter().flat_map(|r| r.join.into_values()) {
                 let Some(timeline) = room.timeline else { continue };
                 if timeline.limited {
-                    eprintln!("a /sync left events out (more than {TIMELINE_LIMIT} in a room)");
+                    LIMITED.fetch_add(1, Ordering::Relaxed);
                 }
                 for ev in timeline.events.into_iter().filter(|e| e.kind == "m.room.message") {
                     if let Some(body) = ev.content.and_then(|c| c.body) {
@@ -219,25 +223,6 @@ pub fn send_url(base: &str, room: &str) -> String {
     format!("{base}/_matrix/client/v3/rooms/{}/send/m.room.message/", path_segment(room))
 }
 
-/// Sends one text message, `key` as both its transaction id and its body; only the status of
-/// the answer is read.
-pub async fn send(http: &reqwest::Client, url: &str, token: &str, key: &str) -> anyhow::Result<()> {
-    let body = format!(r#"{{"msgtype":"m.text","body":"{key}"}}"#);
-    let resp = http
-        .put(format!("{url}{key}"))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    let status = resp.status();
-    let answer = resp.bytes().await?;
-    if !status.is_success() {
-        bail!("{status}: {}", String::from_utf8_lossy(&answer));
-    }
-    Ok(())
-}
-
 /// Runs the chat load against the homeserver and reports it as the `chat` scenario does.
 pub fn run(ctx: &Ctx, a: &MatrixArgs) -> anyhow::Result<()> {
     a.load.check()?;
@@ -247,33 +232,45 @@ pub fn run(ctx: &Ctx, a: &MatrixArgs) -> anyhow::Result<()> {
     let users = ctx.rt.block_on(register(&http, base, a.load.users, &bar));
     bar.finish_and_clear();
     let users = users?;
-    let before = a.pid.map(crate::server::Work::of);
-    let tool_before = crate::server::own_cpu_seconds();
     let bar = crate::bar(a.load.messages as u64, "messages");
     let params = ChatParams::from(&a.load);
-    let result = ctx.rt.block_on(crate::chat::run(Api::Matrix, base, &users, &params, &bar));
+    // The counters are read once the rooms exist and every member syncs: making rooms costs
+    // Synapse far more than it costs Haven, and is not what the load measures.
+    let mut before = None;
+    let load_begins =
+        || before = Some((a.pid.map(crate::server::Work::of), crate::server::own_cpu_seconds()));
+    let result = ctx.rt.block_on(crate::chat::run(Api::Matrix, base, &users, &params, &bar, load_begins));
     bar.finish_and_clear();
     let mut r = result.context("the chat load failed")?;
+    let (server_before, tool_before) = before.context("the load never began")?;
     r.tool_cpu_us_per_message =
         (crate::server::own_cpu_seconds() - tool_before) * 1e6 / r.accepted.max(1) as f64;
-    let usage = a.pid.map(crate::server::usage_of);
-    if let (Some(pid), Some(before)) = (a.pid, before) {
-        r.server_per_message = crate::server::Work::of(pid).per(&before, r.accepted);
-    }
     let server = ctx.rt.block_on(version(&http, base)).unwrap_or_else(|_| "unknown".into());
     let mut results = crate::print_chat(&server, &a.load, &mut r);
-    if let Some((peak_rss_kib, cpu_seconds)) = usage {
-        println!("  server peak RSS {:.1} MiB, CPU {:.2} s", peak_rss_kib as f64 / 1024.0, cpu_seconds);
-        // Only the CPU: a Python server's socket writes are not write(2) calls, so /proc's
-        // write counters would not compare with Haven's.
+    if let (Some(pid), Some(before)) = (a.pid, server_before) {
+        let (peak_rss_kib, _) = crate::server::usage_of(pid);
+        let now = crate::server::Work::of(pid);
+        r.server_per_message = now.per(&before, r.accepted);
+        // Peak memory is the process's since it started: restart the server between runs.
+        crate::print_server(
+            &mut results,
+            peak_rss_kib,
+            now.cpu_seconds - before.cpu_seconds,
+            "during the load",
+        );
+        // Only the CPU per message: a Python server's socket writes are not write(2) calls,
+        // so /proc's write counters would not compare with Haven's.
         println!(
             "  server per message: CPU {:.0} µs",
             r.server_per_message["cpu_us"].as_f64().unwrap_or(0.0)
         );
-        results["server_peak_rss_kib"] = json!(peak_rss_kib);
-        results["server_cpu_seconds"] = json!(cpu_seconds);
         results["server_per_message"] = r.server_per_message.clone();
     }
+    let limited = LIMITED.load(Ordering::Relaxed);
+    if limited > 0 {
+        println!("  {limited} /sync answers left events out (their deliveries count as missing)");
+    }
+    results["limited_syncs"] = json!(limited);
     println!("  this tool per message: CPU {:.0} µs", r.tool_cpu_us_per_message);
     results["tool_cpu_us_per_message"] = json!(r.tool_cpu_us_per_message);
     crate::report("chat", &format!("matrix ({server})"), a.load.json(), results);
