@@ -436,3 +436,26 @@ fn main() -> anyhow::Result<()> {
         Scenario::Matrix(a) => matrix::run(&ctx, &a),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from([&["haven-bench", "chat"], args].concat())?;
+        let Scenario::Chat(a) = cli.scenario else { unreachable!("a chat command") };
+        a.check()
+    }
+
+    #[test]
+    fn a_load_that_cannot_run_is_refused_before_the_server_starts() {
+        assert!(load(&[]).is_ok());
+        assert!(load(&["--rate", "2000"]).is_ok());
+        for rate in ["0", "-5", "NaN", "inf"] {
+            let refused = load(&[&format!("--rate={rate}")]).unwrap_err();
+            assert!(refused.to_string().contains("--rate"), "{rate}: {refused}");
+        }
+        assert!(load(&["--members", "1"]).unwrap_err().to_string().contains("--members"));
+        assert!(load(&["--senders", "11"]).unwrap_err().to_string().contains("--senders"));
+    }
+}
