@@ -27,6 +27,51 @@ pub enum Api {
     Matrix,
 }
 
+/// What one member's listener recorded: the body and arrival time of every message event.
+pub(crate) type Arrivals = tokio::task::JoinHandle<Vec<(String, Instant)>>;
+
+impl Api {
+    /// Makes conversation `m` (indexes into `users`, its creator first); returns its id.
+    async fn create(
+        self,
+        http: &reqwest::Client,
+        base: &str,
+        users: &[(String, String)],
+        m: &[usize],
+    ) -> anyhow::Result<String> {
+        let creator = &users[m[0]].1;
+        match self {
+            Self::Haven => {
+                let others: Vec<&str> = m[1..].iter().map(|&u| users[u].0.as_str()).collect();
+                let body = json!({"kind": "group", "members": others});
+                let v = post(http, format!("{base}/api/v1/conversations"), Some(creator), &body).await?;
+                Ok(v["id"].as_str().context("no conversation id")?.to_owned())
+            }
+            Self::Matrix => {
+                let others: Vec<(&str, &str)> =
+                    m[1..].iter().map(|&u| (users[u].0.as_str(), users[u].1.as_str())).collect();
+                crate::matrix::create_room(http, base, creator, &others).await
+            }
+        }
+    }
+
+    /// Starts following `token`'s deliveries (its WebSocket, or its `/sync`) until `stop`
+    /// changes; returns once it is listening.
+    async fn listen(
+        self,
+        http: &reqwest::Client,
+        base: &str,
+        token: &str,
+        seen: Arc<AtomicUsize>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Arrivals> {
+        match self {
+            Self::Haven => open_socket(base, token, seen, stop).await,
+            Self::Matrix => crate::matrix::open_sync(http, base, token, seen, stop).await,
+        }
+    }
+}
+
 /// Parameters of a run.
 #[derive(Debug, Clone)]
 pub struct ChatParams {
@@ -161,7 +206,7 @@ async fn open_socket(
     token: &str,
     seen: Arc<AtomicUsize>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<Vec<(String, Instant)>>> {
+) -> anyhow::Result<Arrivals> {
     let mut req = format!("{}/api/v1/ws", base.replace("http://", "ws://")).into_client_request()?;
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
     // tungstenite zeroes the free part of its read buffer before every read, 128 KiB by
@@ -264,31 +309,13 @@ pub async fn run(
         .collect();
     let mut convs = Vec::new();
     for m in &members {
-        let creator = &users[m[0]].1;
-        convs.push(match api {
-            Api::Haven => {
-                let others: Vec<&str> = m[1..].iter().map(|&u| users[u].0.as_str()).collect();
-                let body = json!({"kind": "group", "members": others});
-                let v = post(&http, format!("{base}/api/v1/conversations"), Some(creator), &body).await?;
-                v["id"].as_str().context("no conversation id")?.to_owned()
-            }
-            Api::Matrix => {
-                let others: Vec<(&str, &str)> =
-                    m[1..].iter().map(|&u| (users[u].0.as_str(), users[u].1.as_str())).collect();
-                crate::matrix::create_room(&http, base, creator, &others).await?
-            }
-        });
+        convs.push(api.create(&http, base, users, m).await?);
     }
     let seen = Arc::new(AtomicUsize::new(0));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut sockets = Vec::new();
     for (_, token) in users {
-        sockets.push(match api {
-            Api::Haven => open_socket(base, token, seen.clone(), stopped.clone()).await?,
-            Api::Matrix => {
-                crate::matrix::open_sync(&http, base, token, seen.clone(), stopped.clone()).await?
-            }
-        });
+        sockets.push(api.listen(&http, base, token, seen.clone(), stopped.clone()).await?);
     }
     // Senders: the first S members of each conversation; messages split evenly.
     let total_senders = p.conversations * p.senders;

@@ -181,7 +181,7 @@ pub async fn open_sync(
     token: &str,
     seen: Arc<AtomicUsize>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<Vec<(String, Instant)>>> {
+) -> anyhow::Result<crate::chat::Arrivals> {
     let mut since = sync(http, base, token, None, 0).await?.next_batch;
     let (http, base, token) = (http.clone(), base.to_owned(), token.to_owned());
     Ok(tokio::spawn(async move {

@@ -1,33 +1,43 @@
 //! The tool runs end to end against a real server (a small chat run on SQLite): every message
 //! accepted, every delivery seen, and one JSON object with the measurements.
 
+use std::path::PathBuf;
 use std::process::Command;
+
+/// The tool's binary, and the `haven` binary built beside it.
+fn binaries() -> (PathBuf, PathBuf) {
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_haven-bench"));
+    let haven = bench.with_file_name("haven");
+    (bench, haven)
+}
+
+/// Runs the tool with `args`, which must succeed; returns the JSON object of its last line.
+fn run_bench(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(binaries().0).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
 
 #[test]
 fn a_small_chat_run_reports_json_with_no_missing_deliveries() {
-    let bench = std::path::PathBuf::from(env!("CARGO_BIN_EXE_haven-bench"));
-    let haven = bench.with_file_name("haven");
+    let haven = binaries().1;
     assert!(haven.exists(), "build the haven binary first (cargo test --workspace does)");
-    let out = Command::new(&bench)
-        .args(["--haven", haven.to_str().unwrap()])
-        .args([
-            "chat",
-            "--users",
-            "5",
-            "--conversations",
-            "2",
-            "--members",
-            "3",
-            "--senders",
-            "2",
-            "--messages",
-            "60",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let json = run_bench(&[
+        "--haven",
+        haven.to_str().unwrap(),
+        "chat",
+        "--users",
+        "5",
+        "--conversations",
+        "2",
+        "--members",
+        "3",
+        "--senders",
+        "2",
+        "--messages",
+        "60",
+    ]);
     assert_eq!(json["scenario"], "chat");
     assert_eq!(json["results"]["accepted"], 60);
     assert_eq!(json["results"]["missing"], 0);
@@ -38,17 +48,24 @@ fn a_small_chat_run_reports_json_with_no_missing_deliveries() {
 
 #[test]
 fn a_small_audit_run_counts_appends_and_verifies_the_exports() {
-    let bench = std::path::PathBuf::from(env!("CARGO_BIN_EXE_haven-bench"));
-    let haven = bench.with_file_name("haven");
-    let out = Command::new(&bench)
-        .args(["--haven", haven.to_str().unwrap()])
-        .args(["audit", "--users", "4", "--conversations", "1", "--members", "3", "--senders", "1"])
-        .args(["--messages", "40", "--verify-entries", "3000"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let haven = binaries().1;
+    let json = run_bench(&[
+        "--haven",
+        haven.to_str().unwrap(),
+        "audit",
+        "--users",
+        "4",
+        "--conversations",
+        "1",
+        "--members",
+        "3",
+        "--senders",
+        "1",
+        "--messages",
+        "40",
+        "--verify-entries",
+        "3000",
+    ]);
     assert_eq!(json["scenario"], "audit");
     let r = &json["results"];
     // One entry per message sent, plus the conversation's creation.
@@ -61,8 +78,8 @@ fn a_small_audit_run_counts_appends_and_verifies_the_exports() {
 /// Synapse, started by `scripts/bench-synapse` on its own SQLite file and a free port, and
 /// stopped when dropped (also when the test fails).
 struct Synapse {
-    script: std::path::PathBuf,
-    dir: std::path::PathBuf,
+    script: PathBuf,
+    dir: PathBuf,
 }
 
 impl Drop for Synapse {
@@ -96,16 +113,24 @@ fn a_small_matrix_run_against_synapse_sees_every_delivery() {
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     let pid = std::fs::read_to_string(synapse.dir.join("homeserver.pid")).unwrap();
 
-    let bench = std::path::PathBuf::from(env!("CARGO_BIN_EXE_haven-bench"));
-    let out = Command::new(&bench)
-        .args(["matrix", "--homeserver", &format!("http://127.0.0.1:{port}"), "--pid", pid.trim()])
-        .args(["--users", "5", "--conversations", "2", "--members", "3", "--senders", "2"])
-        .args(["--messages", "20"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let homeserver = format!("http://127.0.0.1:{port}");
+    let json = run_bench(&[
+        "matrix",
+        "--homeserver",
+        &homeserver,
+        "--pid",
+        pid.trim(),
+        "--users",
+        "5",
+        "--conversations",
+        "2",
+        "--members",
+        "3",
+        "--senders",
+        "2",
+        "--messages",
+        "20",
+    ]);
     assert_eq!(json["scenario"], "chat");
     assert_eq!(json["backend"], "matrix (Synapse 1.163.2)");
     let r = &json["results"];
