@@ -17,18 +17,23 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-/// Which API the load speaks: Haven's own, or the Matrix client-server API (to measure an
-/// established server with the same load, see `matrix.rs`).
+/// Which API the load speaks: Haven's own, or an established server's (to measure it with the
+/// same load: the Matrix client-server API, see `matrix.rs`, or XMPP, see `xmpp.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
     /// Haven's REST API and WebSocket.
     Haven,
     /// A Matrix homeserver's client-server API: rooms, `/send` and `/sync`.
     Matrix,
+    /// An XMPP server's client streams and multi-user chat rooms.
+    Xmpp,
 }
 
 /// What one member's listener recorded: the body and arrival time of every message event.
 pub(crate) type Arrivals = tokio::task::JoinHandle<Vec<(String, Instant)>>;
+
+/// One member listening: what it records, and (XMPP) the stream its senders post on.
+pub(crate) type Listener = (Arrivals, Option<crate::xmpp::Conn>);
 
 impl Api {
     /// Makes conversation `m` (indexes into `users`, its creator first); returns its id.
@@ -52,22 +57,31 @@ impl Api {
                     m[1..].iter().map(|&u| (users[u].0.as_str(), users[u].1.as_str())).collect();
                 crate::matrix::create_room(http, base, creator, &others).await
             }
+            Self::Xmpp => crate::xmpp::room_name(&users[m[0]].0),
         }
     }
 
-    /// Starts following `token`'s deliveries (its WebSocket, or its `/sync`) until `stop`
-    /// changes; returns once it is listening.
+    /// Starts following `user`'s deliveries (its WebSocket, its `/sync`, or its XMPP stream,
+    /// which joins `convs`, the conversations it is a member of) until `stop` changes; returns
+    /// once it is listening.
     async fn listen(
         self,
         http: &reqwest::Client,
         base: &str,
-        token: &str,
+        user: &(String, String),
+        convs: &[&str],
         seen: Arc<AtomicUsize>,
         stop: tokio::sync::watch::Receiver<bool>,
-    ) -> anyhow::Result<Arrivals> {
+    ) -> anyhow::Result<Listener> {
+        let token = &user.1;
         match self {
-            Self::Haven => open_socket(base, token, seen, stop).await,
-            Self::Matrix => crate::matrix::open_sync(http, base, token, seen, stop).await,
+            Self::Haven => Ok((open_socket(base, token, seen, stop).await?, None)),
+            Self::Matrix => Ok((crate::matrix::open_sync(http, base, token, seen, stop).await?, None)),
+            Self::Xmpp => {
+                let (arrivals, conn) =
+                    crate::xmpp::open_stream(base, &user.0, token, convs, seen, stop).await?;
+                Ok((arrivals, Some(conn)))
+            }
         }
     }
 }
@@ -235,26 +249,29 @@ async fn open_socket(
 }
 
 /// Where one sender's messages go: Haven's messages URL of its conversation (parsed once:
-/// reqwest would parse a string again for every request), or a Matrix room's send URL less its
-/// transaction id (which is each message's own).
+/// reqwest would parse a string again for every request), a Matrix room's send URL less its
+/// transaction id (which is each message's own), or an XMPP room and the sender's stream.
 enum Target {
     Haven(reqwest::Url),
     Matrix(String),
+    Xmpp(crate::xmpp::Conn, String),
 }
 
 impl Target {
-    fn new(api: Api, base: &str, conv: &str) -> anyhow::Result<Self> {
+    fn new(api: Api, base: &str, conv: &str, conn: Option<&crate::xmpp::Conn>) -> anyhow::Result<Self> {
         Ok(match api {
             Api::Haven => {
                 Self::Haven(reqwest::Url::parse(&format!("{base}/api/v1/conversations/{conv}/messages"))?)
             }
             Api::Matrix => Self::Matrix(crate::matrix::send_url(base, conv)),
+            Api::Xmpp => Self::Xmpp(conn.context("the sender has no stream")?.clone(), conv.to_owned()),
         })
     }
 
     /// Sends message `key` (its idempotency key or transaction id, and its body).
     async fn send(&self, http: &reqwest::Client, token: &str, key: &str) -> anyhow::Result<()> {
         let request = match self {
+            Self::Xmpp(conn, room) => return conn.send(room, key).await,
             Self::Haven(url) => {
                 http.post(url.clone()).body(format!(r#"{{"idempotency_key":"{key}","body":"{key}"}}"#))
             }
@@ -314,8 +331,13 @@ pub async fn run(
     let seen = Arc::new(AtomicUsize::new(0));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut sockets = Vec::new();
-    for (_, token) in users {
-        sockets.push(api.listen(&http, base, token, seen.clone(), stopped.clone()).await?);
+    let mut streams = Vec::new();
+    for (u, user) in users.iter().enumerate() {
+        let mine: Vec<&str> =
+            members.iter().zip(&convs).filter(|(m, _)| m.contains(&u)).map(|(_, c)| c.as_str()).collect();
+        let (arrivals, stream) = api.listen(&http, base, user, &mine, seen.clone(), stopped.clone()).await?;
+        sockets.push(arrivals);
+        streams.push(stream);
     }
     // Senders: the first S members of each conversation; messages split evenly.
     let total_senders = p.conversations * p.senders;
@@ -336,7 +358,7 @@ pub async fn run(
             let n = per_sender.min(remaining);
             remaining -= n;
             let http = http.clone();
-            let target = Target::new(api, base, conv)?;
+            let target = Target::new(api, base, conv, streams[members[c][s]].as_ref())?;
             let token = users[members[c][s]].1.clone();
             let progress = progress.clone();
             tasks.push(tokio::spawn(async move {

@@ -11,10 +11,12 @@
 mod audit;
 mod chat;
 mod connections;
+mod established;
 mod matrix;
 mod outbox;
 mod server;
 mod sink;
+mod xmpp;
 
 use std::path::PathBuf;
 
@@ -67,6 +69,9 @@ enum Scenario {
     /// The chat load against a Matrix homeserver (Synapse, say: see `scripts/bench-synapse`),
     /// to compare with Haven on the same machine.
     Matrix(matrix::MatrixArgs),
+    /// The chat load against an XMPP server's multi-user chat rooms (ejabberd, say: see
+    /// `scripts/bench-ejabberd`), to compare with Haven on the same machine.
+    Xmpp(xmpp::XmppArgs),
 }
 
 /// The chat load.
@@ -434,6 +439,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Connections(a) => connections::run(&ctx, &a),
         Scenario::Outbox(a) => outbox::run(&ctx, &a),
         Scenario::Matrix(a) => matrix::run(&ctx, &a),
+        Scenario::Xmpp(a) => xmpp::run(&ctx, &a),
     }
 }
 

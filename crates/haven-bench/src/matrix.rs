@@ -8,8 +8,7 @@
 //! stored. Delivery is the arrival of the `/sync` answer that carries the event.
 //!
 //! The server is not started by the tool: `scripts/bench-synapse` starts Synapse on PostgreSQL
-//! for it. With `--pid` the server process's peak memory and CPU time are read from /proc, as
-//! for Haven (the database's own processes are not counted, for either).
+//! for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::chat::{Api, ChatParams};
+use crate::chat::Api;
 use crate::{ChatArgs, Ctx};
 
 /// The `matrix` scenario's arguments.
@@ -56,18 +55,16 @@ fn path_segment(s: &str) -> String {
         .collect()
 }
 
-/// Signs `n` users up; returns (Matrix user id, access token) per user. Names carry the run's
-/// start time, so runs against one homeserver do not collide.
+/// Signs `n` new users up; returns (Matrix user id, access token) per user.
 pub async fn register(
     http: &reqwest::Client,
     base: &str,
     n: usize,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let tag = jiff::Timestamp::now().as_second();
     let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let body = json!({"username": format!("bench{tag}u{i}"), "password": PASSWORD,
+    for name in crate::established::new_user_names(n) {
+        let body = json!({"username": name, "password": PASSWORD,
                           "auth": {"type": "m.login.dummy"}, "inhibit_login": false});
         let v = crate::chat::post(http, format!("{base}/_matrix/client/v3/register"), None, &body)
             .await
@@ -232,49 +229,23 @@ pub fn run(ctx: &Ctx, a: &MatrixArgs) -> anyhow::Result<()> {
     let users = ctx.rt.block_on(register(&http, base, a.load.users, &bar));
     bar.finish_and_clear();
     let users = users?;
-    let bar = crate::bar(a.load.messages as u64, "messages");
-    let params = ChatParams::from(&a.load);
-    // The counters are read once the rooms exist and every member syncs: making rooms costs
-    // Synapse far more than it costs Haven, and is not what the load measures.
-    let mut before = None;
-    let load_begins =
-        || before = Some((a.pid.map(crate::server::Work::of), crate::server::own_cpu_seconds()));
-    let result = ctx.rt.block_on(crate::chat::run(Api::Matrix, base, &users, &params, &bar, load_begins));
-    bar.finish_and_clear();
-    let mut r = result.context("the chat load failed")?;
-    let (server_before, tool_before) = before.context("the load never began")?;
-    r.tool_cpu_us_per_message =
-        (crate::server::own_cpu_seconds() - tool_before) * 1e6 / r.accepted.max(1) as f64;
     let server = ctx.rt.block_on(version(&http, base)).unwrap_or_else(|_| "unknown".into());
-    let mut results = crate::print_chat(&server, &a.load, &mut r);
-    if let (Some(pid), Some(before)) = (a.pid, server_before) {
-        let (peak_rss_kib, _) = crate::server::usage_of(pid);
-        let now = crate::server::Work::of(pid);
-        r.server_per_message = now.per(&before, r.accepted);
-        // Peak memory is the process's since it started: restart the server between runs.
-        crate::print_server(
-            &mut results,
-            peak_rss_kib,
-            now.cpu_seconds - before.cpu_seconds,
-            "during the load",
-        );
-        // Only the CPU per message: a Python server's socket writes are not write(2) calls,
-        // so /proc's write counters would not compare with Haven's.
-        println!(
-            "  server per message: CPU {:.0} µs",
-            r.server_per_message["cpu_us"].as_f64().unwrap_or(0.0)
-        );
-        results["server_per_message"] = r.server_per_message.clone();
-    }
-    let limited = LIMITED.load(Ordering::Relaxed);
-    if limited > 0 {
-        println!("  {limited} /sync answers left events out (their deliveries count as missing)");
-    }
-    results["limited_syncs"] = json!(limited);
-    println!("  this tool per message: CPU {:.0} µs", r.tool_cpu_us_per_message);
-    results["tool_cpu_us_per_message"] = json!(r.tool_cpu_us_per_message);
-    crate::report("chat", &format!("matrix ({server})"), a.load.json(), results);
-    crate::chat::check_complete(&r)
+    crate::established::run(
+        ctx,
+        Api::Matrix,
+        base,
+        &users,
+        a.pid,
+        &a.load,
+        &format!("matrix ({server})"),
+        |results| {
+            let limited = LIMITED.load(Ordering::Relaxed);
+            if limited > 0 {
+                println!("  {limited} /sync answers left events out (their deliveries count as missing)");
+            }
+            results["limited_syncs"] = json!(limited);
+        },
+    )
 }
 
 /// The homeserver's name and version: Synapse tells its version on an endpoint of its own;

@@ -75,68 +75,99 @@ fn a_small_audit_run_counts_appends_and_verifies_the_exports() {
     assert!(r["synthetic_verify_seconds"].as_f64().unwrap() > 0.0);
 }
 
-/// Synapse, started by `scripts/bench-synapse` on its own SQLite file and a free port, and
-/// stopped when dropped (also when the test fails).
-struct Synapse {
+/// An established server started by one of the `scripts/bench-*` scripts in its own directory
+/// on a free port, and stopped when dropped (also when the test fails).
+struct Started {
     script: PathBuf,
     dir: PathBuf,
+    port: u16,
 }
 
-impl Drop for Synapse {
+impl Started {
+    /// Runs `scripts/bench-{name} start` with `env` (and the port in `port_var`).
+    fn start(name: &str, port_var: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let started = Self {
+            script: root().join(format!("scripts/bench-{name}")),
+            dir: std::env::temp_dir().join(format!("haven-bench-{name}-smoke-{}", std::process::id())),
+            port,
+        };
+        let out = Command::new(&started.script)
+            .arg("start")
+            .arg(&started.dir)
+            .env(port_var, port.to_string())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        started
+    }
+
+    /// The server's process id, from the pid file the script wrote.
+    fn pid(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap().trim().to_owned()
+    }
+}
+
+impl Drop for Started {
     fn drop(&mut self) {
         let _ = Command::new(&self.script).arg("stop").arg(&self.dir).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
+fn root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The small load both established servers are checked with: two rooms of three, 20 messages.
+const SMALL_LOAD: [&str; 10] =
+    ["--users", "5", "--conversations", "2", "--members", "3", "--senders", "2", "--messages", "20"];
+
+/// Checks the report of `SMALL_LOAD` against an established server named `backend`.
+fn assert_small_load_complete(json: &serde_json::Value, backend: &str) {
+    assert_eq!(json["scenario"], "chat");
+    assert_eq!(json["backend"], backend);
+    let r = &json["results"];
+    assert_eq!(r["accepted"], 20);
+    assert_eq!(r["missing"], 0);
+    // Each message reaches the two other members of its room.
+    assert_eq!(r["deliveries"], 20 * 2);
+    assert!(r["server_cpu_seconds"].as_f64().unwrap() > 0.0);
+}
+
 #[test]
 fn a_small_matrix_run_against_synapse_sees_every_delivery() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let venv = root.join("target/synapse-venv");
+    let venv = root().join("target/synapse-venv");
     assert!(
         venv.join("bin/synctl").exists(),
         "install Synapse first: scripts/bench-synapse install (scripts/test does)"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let synapse = Synapse {
-        script: root.join("scripts/bench-synapse"),
-        dir: std::env::temp_dir().join(format!("haven-bench-synapse-smoke-{}", std::process::id())),
-    };
-    let started = Command::new(&synapse.script)
-        .arg("start")
-        .arg(&synapse.dir)
-        .env("SYNAPSE_PORT", port.to_string())
-        .env("SYNAPSE_DB", "sqlite")
-        .env("SYNAPSE_VENV", &venv)
-        .output()
-        .unwrap();
-    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
-    let pid = std::fs::read_to_string(synapse.dir.join("homeserver.pid")).unwrap();
+    let synapse = Started::start(
+        "synapse",
+        "SYNAPSE_PORT",
+        &[("SYNAPSE_DB", "sqlite".as_ref()), ("SYNAPSE_VENV", venv.as_os_str())],
+    );
+    let homeserver = format!("http://127.0.0.1:{}", synapse.port);
+    let pid = synapse.pid("homeserver.pid");
+    let mut args = vec!["matrix", "--homeserver", &homeserver, "--pid", &pid];
+    args.extend(SMALL_LOAD);
+    assert_small_load_complete(&run_bench(&args), "matrix (Synapse 1.163.2)");
+}
 
-    let homeserver = format!("http://127.0.0.1:{port}");
-    let json = run_bench(&[
-        "matrix",
-        "--homeserver",
-        &homeserver,
-        "--pid",
-        pid.trim(),
-        "--users",
-        "5",
-        "--conversations",
-        "2",
-        "--members",
-        "3",
-        "--senders",
-        "2",
-        "--messages",
-        "20",
-    ]);
-    assert_eq!(json["scenario"], "chat");
-    assert_eq!(json["backend"], "matrix (Synapse 1.163.2)");
-    let r = &json["results"];
-    assert_eq!(r["accepted"], 20);
-    assert_eq!(r["missing"], 0);
-    // Each message reaches the two other members of its room, through their /sync.
-    assert_eq!(r["deliveries"], 20 * 2);
-    assert!(r["server_cpu_seconds"].as_f64().unwrap() > 0.0);
+#[test]
+fn a_small_xmpp_run_against_ejabberd_sees_every_delivery() {
+    assert!(
+        std::path::Path::new("/usr/sbin/ejabberdctl").exists(),
+        "install ejabberd first: scripts/bench-ejabberd install (scripts/test does)"
+    );
+    let ejabberd = Started::start("ejabberd", "EJABBERD_PORT", &[]);
+    let server = format!("127.0.0.1:{}", ejabberd.port);
+    let pid = ejabberd.pid("ejabberd.pid");
+    let mut args = vec!["xmpp", "--server", &server, "--pid", &pid];
+    args.extend(SMALL_LOAD);
+    let json = run_bench(&args);
+    assert!(json["backend"].as_str().unwrap().starts_with("xmpp (ejabberd 23."), "{json}");
+    let backend = json["backend"].as_str().unwrap().to_owned();
+    assert_small_load_complete(&json, &backend);
 }
