@@ -20,7 +20,8 @@ pub fn new_user_names(n: usize) -> Vec<String> {
 
 /// Runs the chat load, speaking `api` to the server at `base` with its signed-up `users`, and
 /// prints and reports it as `chat`'s (under `label`, which names the server); `extra` adds the
-/// API's own findings to the JSON results before they are reported.
+/// API's own findings to the JSON results before they are reported, and fails the run (once it
+/// is reported) if they show it incomplete.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     ctx: &Ctx,
@@ -30,7 +31,7 @@ pub fn run(
     pid: Option<u32>,
     load: &ChatArgs,
     label: &str,
-    extra: impl FnOnce(&mut Value),
+    extra: impl FnOnce(&mut Value) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let bar = crate::bar(load.messages as u64, "messages");
     let params = ChatParams::from(load);
@@ -64,9 +65,10 @@ pub fn run(
         );
         results["server_per_message"] = r.server_per_message.clone();
     }
-    extra(&mut results);
+    let found = extra(&mut results);
     println!("  this tool per message: CPU {:.0} µs", r.tool_cpu_us_per_message);
     results["tool_cpu_us_per_message"] = json!(r.tool_cpu_us_per_message);
     crate::report("chat", label, load.json(), results);
-    crate::chat::check_complete(&r)
+    crate::chat::check_complete(&r)?;
+    found
 }

@@ -244,6 +244,7 @@ pub fn run(ctx: &Ctx, a: &MatrixArgs) -> anyhow::Result<()> {
                 println!("  {limited} /sync answers left events out (their deliveries count as missing)");
             }
             results["limited_syncs"] = json!(limited);
+            Ok(())
         },
     )
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use quick_xml::events::{BytesStart, Event};
+use serde_json::{Value, json};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -45,12 +46,13 @@ pub struct XmppArgs {
 /// A password the tool's users sign up with (the server is the tool's own, on loopback).
 const PASSWORD: &str = "haven-bench-Xmpp-1";
 
-/// How long a sender waits for the room to echo its message before counting it failed.
-const ECHO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long signing in, or joining a room, may take before the tool gives up on the server.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Rooms made in this process: a room's name carries the run's start time and this count, so
-/// that runs against one server, and conversations of the same members, do not share a room.
-static ROOMS: AtomicUsize = AtomicUsize::new(0);
+/// The rooms made in this process, in order: a room's name carries the run's start time and its
+/// place here, so that runs against one server, and conversations of the same members, do not
+/// share a room; after the load each room's archive is counted.
+static ROOMS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// The stream's reading half, parsed as XML as it arrives.
 type Reader = quick_xml::Reader<BufReader<OwnedReadHalf>>;
@@ -67,15 +69,17 @@ struct Stanza {
     id: Option<String>,
     /// Its `from` attribute.
     from: Option<String>,
-    /// The text of its descendants, by local name (`body`, `jid`, `version`).
+    /// The text of its descendants, by their path of local names under it (`body` for a
+    /// message's own body; `bind/jid`, `query/version`, `fin/set/count` in answers), so that a
+    /// body nested deeper (a forwarded message's, XHTML's) is not taken for the stanza's.
     texts: Vec<(String, String)>,
     /// The codes of its `<status code=…/>` descendants (MUC presence: 110 is the occupant's own).
     codes: Vec<String>,
 }
 
 impl Stanza {
-    fn text(&self, name: &str) -> Option<&str> {
-        self.texts.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_str())
+    fn text(&self, path: &str) -> Option<&str> {
+        self.texts.iter().find(|(p, _)| p == path).map(|(_, t)| t.as_str())
     }
 }
 
@@ -88,60 +92,54 @@ fn attribute(e: &BytesStart, name: &str) -> Option<String> {
     Some(a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok()?.into_owned())
 }
 
+/// A stanza's element from its opening tag, with none of its content yet.
+fn stanza_of(e: &BytesStart) -> Stanza {
+    Stanza {
+        name: local_name(e),
+        kind: attribute(e, "type"),
+        id: attribute(e, "id"),
+        from: attribute(e, "from"),
+        ..Default::default()
+    }
+}
+
 /// Reads the stream's next top-level element whole (or, for the stream's own opening tag,
-/// just that tag: its content is the rest of the session).
-async fn next_stanza(r: &mut Reader, buf: &mut Vec<u8>) -> anyhow::Result<Stanza> {
+/// just that tag: its content is the rest of the session). Not cancel-safe: a stanza half read
+/// when the future is dropped is lost, so it is only dropped when the stream is done with.
+async fn next_stanza<R>(r: &mut quick_xml::Reader<R>, buf: &mut Vec<u8>) -> anyhow::Result<Stanza>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
     let mut st = Stanza::default();
-    let mut depth = 0usize;
-    let mut open: Option<String> = None;
+    // The open elements under the stanza's own.
+    let mut path: Vec<String> = Vec::new();
+    let mut inside = false;
     loop {
         buf.clear();
         match r.read_event_into_async(buf).await.context("the stream is not well-formed XML")? {
-            Event::Start(e) => {
-                let name = local_name(&e);
-                if depth == 0 {
-                    if name == "stream" {
-                        return Ok(Stanza { name, ..Default::default() });
-                    }
-                    st.kind = attribute(&e, "type");
-                    st.id = attribute(&e, "id");
-                    st.from = attribute(&e, "from");
-                    st.name.clone_from(&name);
+            Event::Start(e) if !inside => {
+                st = stanza_of(&e);
+                if st.name == "stream" {
+                    return Ok(st);
                 }
-                open = Some(name);
-                depth += 1;
+                inside = true;
             }
+            Event::Start(e) => path.push(local_name(&e)),
+            Event::Empty(e) if !inside => return Ok(stanza_of(&e)),
             Event::Empty(e) => {
-                let name = local_name(&e);
-                if depth == 0 {
-                    return Ok(Stanza {
-                        kind: attribute(&e, "type"),
-                        id: attribute(&e, "id"),
-                        from: attribute(&e, "from"),
-                        name,
-                        ..Default::default()
-                    });
-                }
-                if name == "status"
+                if local_name(&e) == "status"
                     && let Some(code) = attribute(&e, "code")
                 {
                     st.codes.push(code);
                 }
             }
-            Event::Text(t) => {
-                if let Some(name) = &open {
-                    st.texts.push((name.clone(), t.xml10_content().into_owned()));
-                }
+            Event::Text(t) if !path.is_empty() => {
+                st.texts.push((path.join("/"), t.xml10_content().into_owned()));
             }
+            Event::End(_) if !inside => bail!("the server closed the stream"),
+            Event::End(_) if path.is_empty() => return Ok(st),
             Event::End(_) => {
-                if depth == 0 {
-                    bail!("the server closed the stream");
-                }
-                open = None;
-                depth -= 1;
-                if depth == 0 {
-                    return Ok(st);
-                }
+                path.pop();
             }
             Event::Eof => bail!("the server closed the connection"),
             _ => {}
@@ -264,32 +262,45 @@ pub async fn register(
 /// room is made by its first occupant's joining it.
 pub fn room_name(creator: &str) -> anyhow::Result<String> {
     let (_, domain) = split_jid(creator)?;
-    let n = ROOMS.fetch_add(1, Ordering::Relaxed);
-    let tag = jiff::Timestamp::now().as_second();
-    Ok(format!("bench{tag}r{n}@conference.{domain}"))
+    let mut rooms = ROOMS.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let tag = jiff::Timestamp::now().as_millisecond();
+    let room = format!("bench{tag}r{}@conference.{domain}", rooms.len());
+    rooms.push(room.clone());
+    Ok(room)
 }
 
+/// The messages sent on a stream that wait for their echo, by body; `None` once the stream's
+/// reader has stopped (nothing more will be echoed).
+type Waiting = Arc<Mutex<Option<Pending>>>;
+
+/// Each message waiting for its echo: its body, and how to tell its sender.
+type Pending = HashMap<String, tokio::sync::oneshot::Sender<()>>;
+
 /// A user's stream, shared by the senders who post as that user: its writing half, and the
-/// messages sent on it that wait for their echo, by body.
+/// messages sent on it that wait for their echo.
 #[derive(Clone)]
 pub struct Conn {
     out: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
-    waiting: Arc<Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>>,
+    waiting: Waiting,
 }
 
 impl Conn {
     /// Posts `key` (as the message's id and body) to `room`, and returns once the room has
-    /// echoed it back, or fails if it refuses it or does not echo it within `ECHO_TIMEOUT`.
+    /// echoed it back; fails if the room refuses it or the stream ends first. There is no time
+    /// limit, as there is none on the HTTP scenarios' sends: a slow server shows as latency.
     pub async fn send(&self, room: &str, key: &str) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.waiting.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(key.to_owned(), tx);
+        self.waiting()?.as_mut().context("the stream has ended")?.insert(key.to_owned(), tx);
         let xml = format!("<message to='{room}' type='groupchat' id='{key}'><body>{key}</body></message>");
-        self.out.lock().await.write_all(xml.as_bytes()).await?;
-        match tokio::time::timeout(ECHO_TIMEOUT, rx).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => bail!("the room refused {key}"),
-            Err(_) => bail!("no echo of {key} within {ECHO_TIMEOUT:?}"),
+        if let Err(e) = self.out.lock().await.write_all(xml.as_bytes()).await {
+            self.waiting()?.as_mut().map(|w| w.remove(key));
+            return Err(e.into());
         }
+        rx.await.map_err(|_| anyhow::anyhow!("the room refused {key}, or the stream ended"))
+    }
+
+    fn waiting(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Option<Pending>>> {
+        self.waiting.lock().map_err(|_| anyhow::anyhow!("poisoned"))
     }
 }
 
@@ -306,26 +317,36 @@ pub async fn open_stream(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(crate::chat::Arrivals, Conn)> {
     let (local, domain) = split_jid(jid)?;
-    let mut s = Stream::open(addr, domain).await?;
-    s.sign_in(local, domain, password).await?;
-    for room in rooms {
-        let me = format!("{room}/{local}");
-        s.send(&format!(
-            "<presence to='{me}'><x xmlns='http://jabber.org/protocol/muc'>\
-             <history maxstanzas='0'/></x></presence>"
-        ))
-        .await?;
-        let answer = s
-            .until(|st| st.name == "presence" && st.from.as_deref() == Some(&me))
-            .await
-            .with_context(|| format!("joining {room}"))?;
-        if answer.kind.as_deref() == Some("error") || !answer.codes.iter().any(|c| c == "110") {
-            bail!("{room} did not take {local} in: {answer:?}");
+    let join = async {
+        let mut s = Stream::open(addr, domain).await?;
+        s.sign_in(local, domain, password).await?;
+        for room in rooms {
+            let me = format!("{room}/{local}");
+            s.send(&format!(
+                "<presence to='{me}'><x xmlns='http://jabber.org/protocol/muc'>\
+                 <history maxstanzas='0'/></x></presence>"
+            ))
+            .await?;
+            let answer = s
+                .until(|st| st.name == "presence" && st.from.as_deref() == Some(&me))
+                .await
+                .with_context(|| format!("joining {room}"))?;
+            if answer.kind.as_deref() == Some("error") || !answer.codes.iter().any(|c| c == "110") {
+                bail!("{room} did not take {local} in: {answer:?}");
+            }
         }
-    }
+        anyhow::Ok(s)
+    };
+    let s = tokio::time::timeout(SETUP_TIMEOUT, join)
+        .await
+        .with_context(|| format!("{local} was not signed in and in its rooms within {SETUP_TIMEOUT:?}"))??;
     let Stream { mut reader, writer, mut buf } = s;
-    let conn = Conn { out: Arc::new(tokio::sync::Mutex::new(writer)), waiting: Arc::default() };
+    let conn = Conn {
+        out: Arc::new(tokio::sync::Mutex::new(writer)),
+        waiting: Arc::new(Mutex::new(Some(HashMap::new()))),
+    };
     let waiting = conn.waiting.clone();
+    let jid = jid.to_owned();
     let arrivals = tokio::spawn(async move {
         let mut arrived = Vec::new();
         loop {
@@ -333,11 +354,18 @@ pub async fn open_stream(
                 st = next_stanza(&mut reader, &mut buf) => st,
                 _ = stop.changed() => break,
             };
-            let Ok(st) = st else { break };
+            let st = match st {
+                Ok(st) => st,
+                Err(e) => {
+                    eprintln!("{jid}'s stream ended: {e:#}");
+                    break;
+                }
+            };
             if st.name != "message" {
                 continue;
             }
             let Ok(mut waiting) = waiting.lock() else { break };
+            let Some(waiting) = waiting.as_mut() else { break };
             if st.kind.as_deref() == Some("error") {
                 // Dropping the sender's half tells it the room refused its message.
                 st.id.and_then(|id| waiting.remove(&id));
@@ -349,6 +377,10 @@ pub async fn open_stream(
             }
             arrived.push((body.to_owned(), Instant::now()));
             seen.fetch_add(1, Ordering::Relaxed);
+        }
+        // Whoever still waits for an echo is told at once that none will come.
+        if let Ok(mut waiting) = waiting.lock() {
+            waiting.take();
         }
         arrived
     });
@@ -367,7 +399,33 @@ async fn version(addr: &str, user: &(String, String)) -> anyhow::Result<String> 
         )
         .await?;
     s.send("</stream:stream>").await?;
-    Ok(format!("{} {}", answer.text("name").unwrap_or("?"), answer.text("version").unwrap_or("?")))
+    let (name, version) = (answer.text("query/name"), answer.text("query/version"));
+    Ok(format!("{} {}", name.unwrap_or("?"), version.unwrap_or("?")))
+}
+
+/// How many messages the archives (XEP-0313) of `rooms` hold, asked as `user`; `None` if the
+/// server archives nothing for them (it only routes).
+async fn archived(addr: &str, user: &(String, String), rooms: &[String]) -> anyhow::Result<Option<usize>> {
+    let (local, domain) = split_jid(&user.0)?;
+    let mut s = Stream::open(addr, domain).await?;
+    s.sign_in(local, domain, &user.1).await?;
+    let mut total = 0;
+    for (i, room) in rooms.iter().enumerate() {
+        let id = format!("count{i}");
+        s.send(&format!(
+            "<iq type='set' id='{id}' to='{room}'><query xmlns='urn:xmpp:mam:2'>\
+             <set xmlns='http://jabber.org/protocol/rsm'><max>0</max></set></query></iq>"
+        ))
+        .await?;
+        let answer = s.until(|st| st.name == "iq" && st.id.as_deref() == Some(&id)).await?;
+        if answer.kind.as_deref() != Some("result") {
+            return Ok(None);
+        }
+        let count = answer.text("fin/set/count").with_context(|| format!("no count in {answer:?}"))?;
+        total += count.parse::<usize>().with_context(|| format!("a count of {count:?}"))?;
+    }
+    s.send("</stream:stream>").await?;
+    Ok(Some(total))
 }
 
 /// Runs the chat load against the server and reports it as the `chat` scenario does.
@@ -378,32 +436,37 @@ pub fn run(ctx: &crate::Ctx, a: &XmppArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let users = users?;
     let server = ctx.rt.block_on(version(&a.server, &users[0])).unwrap_or_else(|_| "unknown".into());
-    crate::established::run(
-        ctx,
-        Api::Xmpp,
-        &a.server,
-        &users,
-        a.pid,
-        &a.load,
-        &format!("xmpp ({server})"),
-        |_| {},
-    )
+    // An echo only says the room took the message: that it was stored is checked in the
+    // rooms' archives once the load is over.
+    let check_archives = |results: &mut Value| {
+        let rooms = ROOMS.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+        let accepted = results["accepted"].as_u64().unwrap_or(0) as usize;
+        let archived =
+            ctx.rt.block_on(archived(&a.server, &users[0], &rooms)).context("counting the archives")?;
+        results["archived"] = json!(archived);
+        match archived {
+            Some(n) => {
+                println!("  the rooms' archives hold {n} messages ({accepted} accepted)");
+                anyhow::ensure!(n >= accepted, "{} accepted messages are not in the archives", accepted - n);
+            }
+            None => println!("  the rooms archive nothing (the server only routes)"),
+        }
+        Ok(())
+    };
+    let label = format!("xmpp ({server})");
+    crate::established::run(ctx, Api::Xmpp, &a.server, &users, a.pid, &a.load, &label, check_archives)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Parses `xml` (a stream's opening tag, then stanzas) as the tool reads a stream.
+    /// Parses `xml` (a stream's opening tag, then stanzas) as the tool reads a stream, the
+    /// bytes arriving one at a time (so that every element is split across reads).
     async fn stanzas(xml: &'static str) -> Vec<Stanza> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            tcp.write_all(xml.as_bytes()).await.unwrap();
-        });
-        let (read, _write) = TcpStream::connect(addr).await.unwrap().into_split();
-        let mut reader = quick_xml::Reader::from_reader(BufReader::new(read));
+        let (mut server, client) = tokio::io::duplex(1);
+        tokio::spawn(async move { server.write_all(xml.as_bytes()).await.unwrap() });
+        let mut reader = quick_xml::Reader::from_reader(BufReader::with_capacity(1, client));
         reader.config_mut().trim_text(true);
         let mut buf = Vec::new();
         let mut out = Vec::new();
@@ -430,6 +493,25 @@ mod tests {
         assert_eq!(got[1].from.as_deref(), Some("r@c.x/alice"));
         assert_eq!((got[2].kind.as_deref(), got[2].id.as_deref()), (Some("groupchat"), Some("k1")));
         assert_eq!(got[2].text("body"), Some("k1"));
+    }
+
+    #[tokio::test]
+    async fn only_a_stanzas_own_body_is_its_body() {
+        let got = stanzas(
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>\
+             <message type='groupchat'><html xmlns='http://jabber.org/protocol/xhtml-im'>\
+             <body>rich</body></html><body>plain</body></message>\
+             <iq type='result' id='v'><query xmlns='jabber:iq:version'><name>ejabberd</name>\
+             <version>23.01</version></query></iq></stream:stream>",
+        )
+        .await;
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[1].text("body"), Some("plain"));
+        assert_eq!(got[1].text("html/body"), Some("rich"));
+        assert_eq!(
+            (got[2].text("query/name"), got[2].text("query/version")),
+            (Some("ejabberd"), Some("23.01"))
+        );
     }
 
     #[test]
