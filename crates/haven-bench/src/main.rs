@@ -5,8 +5,9 @@
 //!
 //! Scenarios: `chat` (closed or open loop), `audit` (appends per second under the chat load,
 //! and the offline verification of a large export), `connections` (idle sockets in steps) and
-//! `outbox` (queued texts to a sink gateway, across a SIGKILL if asked). Speed targets are
-//! measured here and reported, never asserted by tests.
+//! `outbox` (queued texts to a sink gateway, across a SIGKILL if asked); `matrix` and `xmpp`
+//! run the chat load against established servers (Synapse, ejabberd) for comparison. Speed
+//! targets are measured here and reported, never asserted by tests.
 
 mod audit;
 mod chat;

@@ -46,6 +46,10 @@ pub struct XmppArgs {
 /// A password the tool's users sign up with (the server is the tool's own, on loopback).
 const PASSWORD: &str = "haven-bench-Xmpp-1";
 
+/// Message archive management (XEP-0313), version 2: its namespace, and the feature a room that
+/// archives offers.
+const MAM: &str = "urn:xmpp:mam:2";
+
 /// How long signing in, or joining a room, may take before the tool gives up on the server.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -75,6 +79,8 @@ struct Stanza {
     texts: Vec<(String, String)>,
     /// The codes of its `<status code=…/>` descendants (MUC presence: 110 is the occupant's own).
     codes: Vec<String>,
+    /// The `var` of its `<feature/>` descendants (what a disco#info answer says is offered).
+    features: Vec<String>,
 }
 
 impl Stanza {
@@ -126,13 +132,11 @@ where
             }
             Event::Start(e) => path.push(local_name(&e)),
             Event::Empty(e) if !inside => return Ok(stanza_of(&e)),
-            Event::Empty(e) => {
-                if local_name(&e) == "status"
-                    && let Some(code) = attribute(&e, "code")
-                {
-                    st.codes.push(code);
-                }
-            }
+            Event::Empty(e) => match local_name(&e).as_str() {
+                "status" => st.codes.extend(attribute(&e, "code")),
+                "feature" => st.features.extend(attribute(&e, "var")),
+                _ => {}
+            },
             Event::Text(t) if !path.is_empty() => {
                 st.texts.push((path.join("/"), t.xml10_content().into_owned()));
             }
@@ -404,23 +408,31 @@ async fn version(addr: &str, user: &(String, String)) -> anyhow::Result<String> 
 }
 
 /// How many messages the archives (XEP-0313) of `rooms` hold, asked as `user`; `None` if the
-/// server archives nothing for them (it only routes).
+/// rooms do not say they archive (the server only routes).
 async fn archived(addr: &str, user: &(String, String), rooms: &[String]) -> anyhow::Result<Option<usize>> {
     let (local, domain) = split_jid(&user.0)?;
     let mut s = Stream::open(addr, domain).await?;
     s.sign_in(local, domain, &user.1).await?;
     let mut total = 0;
     for (i, room) in rooms.iter().enumerate() {
+        let id = format!("info{i}");
+        let info = s
+            .iq(&id, &format!("<iq type='get' id='{id}' to='{room}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"))
+            .await?;
+        if !info.features.iter().any(|f| f == MAM) {
+            return Ok(None);
+        }
         let id = format!("count{i}");
         s.send(&format!(
-            "<iq type='set' id='{id}' to='{room}'><query xmlns='urn:xmpp:mam:2'>\
+            "<iq type='set' id='{id}' to='{room}'><query xmlns='{MAM}'>\
              <set xmlns='http://jabber.org/protocol/rsm'><max>0</max></set></query></iq>"
         ))
         .await?;
         let answer = s.until(|st| st.name == "iq" && st.id.as_deref() == Some(&id)).await?;
-        if answer.kind.as_deref() != Some("result") {
-            return Ok(None);
-        }
+        anyhow::ensure!(
+            answer.kind.as_deref() == Some("result"),
+            "{room} refused to count its archive: {answer:?}"
+        );
         let count = answer.text("fin/set/count").with_context(|| format!("no count in {answer:?}"))?;
         total += count.parse::<usize>().with_context(|| format!("a count of {count:?}"))?;
     }
@@ -493,6 +505,18 @@ mod tests {
         assert_eq!(got[1].from.as_deref(), Some("r@c.x/alice"));
         assert_eq!((got[2].kind.as_deref(), got[2].id.as_deref()), (Some("groupchat"), Some("k1")));
         assert_eq!(got[2].text("body"), Some("k1"));
+    }
+
+    #[tokio::test]
+    async fn a_disco_answer_lists_its_features() {
+        let got = stanzas(
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>\
+             <iq type='result' id='info0'><query xmlns='http://jabber.org/protocol/disco#info'>\
+             <identity category='conference' type='text'/><feature var='http://jabber.org/protocol/muc'/>\
+             <feature var='urn:xmpp:mam:2'/></query></iq>",
+        )
+        .await;
+        assert_eq!(got[1].features, ["http://jabber.org/protocol/muc", MAM]);
     }
 
     #[tokio::test]
