@@ -104,6 +104,8 @@ pub struct ChatParams {
 /// What a run measured. Latencies in microseconds.
 #[derive(Debug, Clone, Default)]
 pub struct ChatResult {
+    /// The conversations the load was sent to (their ids, or rooms), in the order made.
+    pub conversations: Vec<String>,
     /// Messages accepted (2xx).
     pub accepted: usize,
     /// Sends refused or failed.
@@ -387,7 +389,7 @@ pub async fn run(
         sends.push(t.await?);
     }
     let seconds = began.elapsed().as_secs_f64();
-    let mut r = ChatResult { seconds, ..Default::default() };
+    let mut r = ChatResult { seconds, conversations: convs, ..Default::default() };
     for (_, _, us) in sends.iter().flat_map(|(_, _, s)| s) {
         match us {
             Some(us) => {

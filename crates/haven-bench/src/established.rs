@@ -8,7 +8,7 @@
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use crate::chat::{Api, ChatParams};
+use crate::chat::{Api, ChatParams, ChatResult};
 use crate::{ChatArgs, Ctx};
 
 /// The names of `n` new users (`bench{time}u{i}`): they carry the run's start time, so that
@@ -31,7 +31,7 @@ pub fn run(
     pid: Option<u32>,
     load: &ChatArgs,
     label: &str,
-    extra: impl FnOnce(&mut Value) -> anyhow::Result<()>,
+    extra: impl FnOnce(&ChatResult, &mut Value) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let bar = crate::bar(load.messages as u64, "messages");
     let params = ChatParams::from(load);
@@ -65,7 +65,7 @@ pub fn run(
         );
         results["server_per_message"] = r.server_per_message.clone();
     }
-    let found = extra(&mut results);
+    let found = extra(&r, &mut results);
     println!("  this tool per message: CPU {:.0} µs", r.tool_cpu_us_per_message);
     results["tool_cpu_us_per_message"] = json!(r.tool_cpu_us_per_message);
     crate::report("chat", label, load.json(), results);

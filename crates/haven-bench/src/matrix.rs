@@ -238,7 +238,7 @@ pub fn run(ctx: &Ctx, a: &MatrixArgs) -> anyhow::Result<()> {
         a.pid,
         &a.load,
         &format!("matrix ({server})"),
-        |results| {
+        |_, results| {
             let limited = LIMITED.load(Ordering::Relaxed);
             if limited > 0 {
                 println!("  {limited} /sync answers left events out (their deliveries count as missing)");

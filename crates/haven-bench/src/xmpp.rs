@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::ChatArgs;
-use crate::chat::Api;
+use crate::chat::{Api, ChatResult};
 
 /// The `xmpp` scenario's arguments.
 #[derive(Debug, clap::Args)]
@@ -53,10 +53,9 @@ const MAM: &str = "urn:xmpp:mam:2";
 /// How long signing in, or joining a room, may take before the tool gives up on the server.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The rooms made in this process, in order: a room's name carries the run's start time and its
-/// place here, so that runs against one server, and conversations of the same members, do not
-/// share a room; after the load each room's archive is counted.
-static ROOMS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Rooms named in this process: a room's name carries the run's start time and this count, so
+/// that runs against one server, and conversations of the same members, do not share a room.
+static ROOMS: AtomicUsize = AtomicUsize::new(0);
 
 /// The stream's reading half, parsed as XML as it arrives.
 type Reader = quick_xml::Reader<BufReader<OwnedReadHalf>>;
@@ -209,6 +208,14 @@ impl Stream {
         Ok(st)
     }
 
+    /// Opens a stream to `jid`'s server, signs in as `jid` and binds a resource.
+    async fn signed_in(addr: &str, jid: &str, password: &str) -> anyhow::Result<Self> {
+        let (local, domain) = split_jid(jid)?;
+        let mut s = Self::open(addr, domain).await?;
+        s.sign_in(local, domain, password).await?;
+        Ok(s)
+    }
+
     /// Signs in as `local`@`domain` and binds a resource.
     async fn sign_in(&mut self, local: &str, domain: &str, password: &str) -> anyhow::Result<()> {
         let plain = data_encoding::BASE64.encode(format!("\0{local}\0{password}").as_bytes());
@@ -266,11 +273,9 @@ pub async fn register(
 /// room is made by its first occupant's joining it.
 pub fn room_name(creator: &str) -> anyhow::Result<String> {
     let (_, domain) = split_jid(creator)?;
-    let mut rooms = ROOMS.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let n = ROOMS.fetch_add(1, Ordering::Relaxed);
     let tag = jiff::Timestamp::now().as_millisecond();
-    let room = format!("bench{tag}r{}@conference.{domain}", rooms.len());
-    rooms.push(room.clone());
-    Ok(room)
+    Ok(format!("bench{tag}r{n}@conference.{domain}"))
 }
 
 /// The messages sent on a stream that wait for their echo, by body; `None` once the stream's
@@ -320,10 +325,9 @@ pub async fn open_stream(
     seen: Arc<AtomicUsize>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(crate::chat::Arrivals, Conn)> {
-    let (local, domain) = split_jid(jid)?;
+    let (local, _) = split_jid(jid)?;
     let join = async {
-        let mut s = Stream::open(addr, domain).await?;
-        s.sign_in(local, domain, password).await?;
+        let mut s = Stream::signed_in(addr, jid, password).await?;
         for room in rooms {
             let me = format!("{room}/{local}");
             s.send(&format!(
@@ -393,9 +397,8 @@ pub async fn open_stream(
 
 /// The server's name and version (XEP-0092), asked as `user`.
 async fn version(addr: &str, user: &(String, String)) -> anyhow::Result<String> {
-    let (local, domain) = split_jid(&user.0)?;
-    let mut s = Stream::open(addr, domain).await?;
-    s.sign_in(local, domain, &user.1).await?;
+    let (_, domain) = split_jid(&user.0)?;
+    let mut s = Stream::signed_in(addr, &user.0, &user.1).await?;
     let answer = s
         .iq(
             "version",
@@ -410,9 +413,7 @@ async fn version(addr: &str, user: &(String, String)) -> anyhow::Result<String> 
 /// How many messages the archives (XEP-0313) of `rooms` hold, asked as `user`; `None` if the
 /// rooms do not say they archive (the server only routes).
 async fn archived(addr: &str, user: &(String, String), rooms: &[String]) -> anyhow::Result<Option<usize>> {
-    let (local, domain) = split_jid(&user.0)?;
-    let mut s = Stream::open(addr, domain).await?;
-    s.sign_in(local, domain, &user.1).await?;
+    let mut s = Stream::signed_in(addr, &user.0, &user.1).await?;
     let mut total = 0;
     for (i, room) in rooms.iter().enumerate() {
         let id = format!("info{i}");
@@ -450,11 +451,12 @@ pub fn run(ctx: &crate::Ctx, a: &XmppArgs) -> anyhow::Result<()> {
     let server = ctx.rt.block_on(version(&a.server, &users[0])).unwrap_or_else(|_| "unknown".into());
     // An echo only says the room took the message: that it was stored is checked in the
     // rooms' archives once the load is over.
-    let check_archives = |results: &mut Value| {
-        let rooms = ROOMS.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-        let accepted = results["accepted"].as_u64().unwrap_or(0) as usize;
-        let archived =
-            ctx.rt.block_on(archived(&a.server, &users[0], &rooms)).context("counting the archives")?;
+    let check_archives = |r: &ChatResult, results: &mut Value| {
+        let accepted = r.accepted;
+        let archived = ctx
+            .rt
+            .block_on(archived(&a.server, &users[0], &r.conversations))
+            .context("counting the archives")?;
         results["archived"] = json!(archived);
         match archived {
             Some(n) => {
