@@ -6,11 +6,13 @@
 //! Scenarios: `chat` (closed or open loop), `audit` (appends per second under the chat load,
 //! and the offline verification of a large export), `connections` (idle sockets in steps) and
 //! `outbox` (queued texts to a sink gateway, across a SIGKILL if asked); `matrix` and `xmpp`
-//! run the chat load against established servers (Synapse, ejabberd) for comparison. Speed
-//! targets are measured here and reported, never asserted by tests.
+//! run the chat load against established servers (Synapse, ejabberd) for comparison, and
+//! `compare` runs Haven and both of them side by side and reports the ratios. Speed targets are
+//! measured here and reported, never asserted by tests.
 
 mod audit;
 mod chat;
+mod compare;
 mod connections;
 mod established;
 mod matrix;
@@ -73,6 +75,10 @@ enum Scenario {
     /// The chat load against an XMPP server's multi-user chat rooms (ejabberd, say: see
     /// `scripts/bench-ejabberd`), to compare with Haven on the same machine.
     Xmpp(xmpp::XmppArgs),
+    /// The chat load side by side against Haven (SQLite and PostgreSQL), ejabberd (both) and
+    /// Synapse, in interleaved sets, each server afresh for every run; then the medians and
+    /// Haven's ratios to the others.
+    Compare(compare::CompareArgs),
 }
 
 /// The chat load.
@@ -441,6 +447,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Outbox(a) => outbox::run(&ctx, &a),
         Scenario::Matrix(a) => matrix::run(&ctx, &a),
         Scenario::Xmpp(a) => xmpp::run(&ctx, &a),
+        Scenario::Compare(a) => compare::run(&ctx, &a),
     }
 }
 

@@ -171,3 +171,47 @@ fn a_small_xmpp_run_against_ejabberd_sees_every_delivery() {
     // Every message accepted is in its room's archive (the tool fails the run otherwise).
     assert_eq!(json["results"]["archived"], 20);
 }
+
+#[test]
+fn a_small_comparison_runs_haven_on_both_stores_and_ejabberd_and_reports_the_ratio() {
+    assert!(
+        std::path::Path::new("/usr/sbin/ejabberdctl").exists(),
+        "install ejabberd first: scripts/bench-ejabberd install (scripts/test does)"
+    );
+    let (_, haven) = binaries();
+    let url = std::env::var("HAVEN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    // The server, without the database: the comparison makes its own.
+    let server = url.rsplit_once('/').map_or(url.as_str(), |(server, _)| server);
+    let scripts = root().join("scripts");
+    let json = run_bench(&[
+        "--haven",
+        haven.to_str().unwrap(),
+        "compare",
+        "--sets",
+        "1",
+        "--messages",
+        "40",
+        "--xmpp-messages",
+        "40",
+        "--without",
+        "ejabberd-postgres,synapse",
+        "--postgres",
+        server,
+        "--scripts",
+        scripts.to_str().unwrap(),
+    ]);
+    assert_eq!(json["scenario"], "compare");
+    let targets = &json["results"]["targets"];
+    for key in ["haven-postgres", "haven-sqlite", "ejabberd-sqlite"] {
+        assert_eq!(targets[key]["runs"], 1, "{key}: {json}");
+        assert_eq!(targets[key]["missing"], 0.0, "{key}");
+        assert!(targets[key]["median_messages_per_second"].as_f64().unwrap() > 0.0, "{key}");
+    }
+    assert!(targets.get("synapse").is_none());
+    let ratios = &json["results"]["ratios"];
+    assert!(ratios["haven_to_ejabberd_sqlite"]["rate"].as_f64().unwrap() > 0.0, "{json}");
+    // Left out, so nothing to compare with.
+    assert!(ratios.get("haven_to_ejabberd_postgres").is_none());
+    assert!(ratios.get("haven_to_synapse_postgres").is_none());
+}
