@@ -80,8 +80,9 @@ pub struct CompareArgs {
     /// Targets to leave out, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',')]
     without: Vec<Target>,
-    /// The PostgreSQL server (its database `havenbench` is made anew for each Haven run; the
-    /// scripts put ejabberd's and Synapse's on 127.0.0.1:5432).
+    /// The PostgreSQL server (a database of this process's own, `havenbench_<pid>`, is made anew
+    /// for each Haven run and dropped after it; the scripts put ejabberd's and Synapse's on
+    /// 127.0.0.1:5432).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
     postgres: String,
     /// Where `bench-ejabberd` and `bench-synapse` are.
@@ -92,6 +93,16 @@ pub struct CompareArgs {
 /// Runs the comparison; fails at the end if any run failed (the others still run).
 pub fn run(ctx: &Ctx, a: &CompareArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.sets >= 1, "--sets must be at least 1");
+    anyhow::ensure!(
+        a.messages >= 1 && a.xmpp_messages >= 1 && a.matrix_messages >= 1,
+        "--messages, --xmpp-messages and --matrix-messages must be at least 1"
+    );
+    if let Some(rate) = a.rate {
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0,
+            "--rate must be a positive number of messages a second"
+        );
+    }
     anyhow::ensure!(
         ctx.database_url.is_none() && !ctx.keep_data,
         "compare makes each run's database and data directory itself: give --postgres, not --database-url or --data-dir"
@@ -144,12 +155,12 @@ fn run_one(ctx: &Ctx, a: &CompareArgs, me: &Path, target: Target) -> anyhow::Res
             child.args(["--pid", &pid]);
         }
     };
+    let mut database = None;
     let peer = match target {
         Target::HavenPostgres => {
-            let server = a.postgres.trim_end_matches('/');
-            psql(&format!("{server}/postgres"), "DROP DATABASE IF EXISTS havenbench WITH (FORCE)")?;
-            psql(&format!("{server}/postgres"), "CREATE DATABASE havenbench")?;
-            child.args(["--database-url", &format!("{server}/havenbench")]);
+            let db = Database::create(&a.postgres)?;
+            child.args(["--database-url", &db.url()]);
+            database = Some(db);
             load(&mut child, "chat", a.messages, None);
             None
         }
@@ -170,7 +181,7 @@ fn run_one(ctx: &Ctx, a: &CompareArgs, me: &Path, target: Target) -> anyhow::Res
         }
     };
     let out = child.stderr(Stdio::inherit()).output().context("running this tool again")?;
-    drop(peer);
+    drop((peer, database));
     let text = String::from_utf8_lossy(&out.stdout);
     print!("{text}");
     anyhow::ensure!(out.status.success(), "the run failed ({})", out.status);
@@ -188,6 +199,44 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A Haven run's PostgreSQL database, empty when made (the tool requires it), dropped on drop.
+/// Named after this process, so that two comparisons (or a comparison and a test) never share
+/// one.
+struct Database {
+    server: String,
+    name: String,
+}
+
+impl Database {
+    fn create(server: &str) -> anyhow::Result<Self> {
+        let db = Self {
+            server: server.trim_end_matches('/').to_owned(),
+            name: format!("havenbench_{}", std::process::id()),
+        };
+        db.drop_it()?;
+        psql(&db.admin(), &format!("CREATE DATABASE {}", db.name))?;
+        Ok(db)
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+
+    fn admin(&self) -> String {
+        format!("{}/postgres", self.server)
+    }
+
+    fn drop_it(&self) -> anyhow::Result<()> {
+        psql(&self.admin(), &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = self.drop_it();
+    }
+}
+
 /// An established server started by its script, stopped (and its directory removed) on drop.
 struct Peer {
     script: PathBuf,
@@ -197,7 +246,7 @@ struct Peer {
 impl Peer {
     fn start(scripts: &Path, name: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let script = scripts.join(format!("bench-{name}"));
-        let dir = std::env::temp_dir().join(format!("haven-bench-compare-{name}"));
+        let dir = std::env::temp_dir().join(format!("haven-bench-compare-{name}-{}", std::process::id()));
         let out = Command::new(&script)
             .arg("start")
             .arg(&dir)
@@ -367,6 +416,34 @@ mod tests {
             "chat on sqlite: ...\n  accepted 20 messages\n{\"scenario\":\"chat\",\"n\":1}\n  {not json\n";
         assert_eq!(report_in(out).unwrap()["n"], 1);
         assert!(report_in("no report\n[1,2]\n").is_none());
+    }
+
+    /// Runs `compare` with `args` (and the global `--database-url` when given): the haven
+    /// binary does not exist, so only what is refused before any run can succeed or fail here.
+    fn refused(args: &[&str], database_url: Option<&str>) -> String {
+        use clap::Parser;
+        let cli = crate::Cli::try_parse_from([&["haven-bench", "compare"], args].concat()).unwrap();
+        let crate::Scenario::Compare(a) = cli.scenario else { unreachable!("a compare command") };
+        let ctx = Ctx {
+            haven: PathBuf::from("/nonexistent/haven"),
+            data_dir: std::env::temp_dir(),
+            keep_data: false,
+            database_url: database_url.map(str::to_owned),
+            rt: tokio::runtime::Builder::new_current_thread().build().unwrap(),
+        };
+        run(&ctx, &a).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_comparison_that_cannot_run_is_refused_before_any_server_starts() {
+        for rate in ["0", "-1", "NaN", "inf"] {
+            assert!(refused(&[&format!("--rate={rate}")], None).contains("--rate"), "{rate}");
+        }
+        assert!(refused(&["--sets", "0"], None).contains("--sets"));
+        assert!(refused(&["--xmpp-messages", "0"], None).contains("--xmpp-messages"));
+        let all = "haven-postgres,ejabberd-postgres,synapse,haven-sqlite,ejabberd-sqlite";
+        assert!(refused(&["--without", all], None).contains("nothing to run"));
+        assert!(refused(&[], Some("postgres://x/y")).contains("--postgres"));
     }
 
     #[test]
