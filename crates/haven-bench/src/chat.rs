@@ -124,6 +124,9 @@ pub struct ChatResult {
     pub writer: Value,
     /// This tool's own CPU time per accepted message during the load, microseconds.
     pub tool_cpu_us_per_message: f64,
+    /// The local PostgreSQL's CPU time per accepted message during the load, microseconds
+    /// (none when no PostgreSQL runs on this machine; see `server::database_cpu_seconds`).
+    pub database_cpu_us_per_message: Option<f64>,
 }
 
 /// Posts `body` as JSON (with `token` as bearer, if any) and returns the JSON answer; fails on

@@ -287,12 +287,17 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
     }
 }
 
+/// A target's medians: accepted messages a second, delivery p99, and CPU per message of the
+/// server and of the database (this machine's PostgreSQL).
+type Medians = (Option<f64>, Option<f64>, Option<f64>, Option<f64>);
+
 /// Each target's runs and medians, and Haven's ratios to the others (of the medians: accepted
-/// messages a second, and the other's server CPU per message over Haven's).
+/// messages a second; the other's CPU per message over Haven's, the server's alone and with the
+/// database's; the other's delivery p99 over Haven's).
 fn summarize(runs: &[(Target, Value)]) -> Value {
     let field = |r: &Value, path: &[&str]| path.iter().fold(r, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN);
     let mut targets = serde_json::Map::new();
-    let mut medians = std::collections::HashMap::new();
+    let mut medians: std::collections::HashMap<Target, Medians> = std::collections::HashMap::new();
     for target in Target::ALL {
         let results: Vec<&Value> =
             runs.iter().filter(|(t, _)| *t == target).map(|(_, r)| &r["results"]).collect();
@@ -300,13 +305,16 @@ fn summarize(runs: &[(Target, Value)]) -> Value {
             continue;
         }
         let of = |path: &[&str]| results.iter().map(|r| field(r, path)).collect::<Vec<f64>>();
-        let (rates, p99s, cpus) = (
+        let (rates, p99s, cpus, dbs) = (
             of(&["messages_per_second"]),
             of(&["delivery_latency", "p99_ms"]),
             of(&["server_per_message", "cpu_us"]),
+            of(&["database_cpu_us_per_message"]),
         );
-        let m = (median(rates.clone()), median(p99s.clone()), median(cpus.clone()));
+        let m = (median(rates.clone()), median(p99s.clone()), median(cpus.clone()), median(dbs.clone()));
         medians.insert(target, m);
+        // Not measured (no PostgreSQL on the machine) is null, not NaN, in JSON.
+        let measured = |xs: Vec<f64>| xs.into_iter().map(|x| x.is_finite().then_some(x)).collect::<Vec<_>>();
         targets.insert(
             target.key().to_owned(),
             json!({
@@ -315,10 +323,12 @@ fn summarize(runs: &[(Target, Value)]) -> Value {
                 "messages_per_second": rates,
                 "delivery_p99_ms": p99s,
                 "server_cpu_us_per_message": cpus,
+                "database_cpu_us_per_message": measured(dbs),
                 "missing": of(&["missing"]).iter().sum::<f64>(),
                 "median_messages_per_second": m.0,
                 "median_delivery_p99_ms": m.1,
                 "median_server_cpu_us_per_message": m.2,
+                "median_database_cpu_us_per_message": m.3,
             }),
         );
     }
@@ -326,9 +336,15 @@ fn summarize(runs: &[(Target, Value)]) -> Value {
     for (haven, other, name) in PAIRS {
         let (Some(h), Some(o)) = (medians.get(&haven), medians.get(&other)) else { continue };
         let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
+        let total = |m: &Medians| m.2.map(|cpu| cpu + m.3.unwrap_or(0.0));
         ratios.insert(
             name.to_owned(),
-            json!({ "rate": ratio(h.0, o.0), "server_cpu": ratio(o.2, h.2), "delivery_p99": ratio(o.1, h.1) }),
+            json!({
+                "rate": ratio(h.0, o.0),
+                "server_cpu": ratio(o.2, h.2),
+                "server_and_database_cpu": ratio(total(o), total(h)),
+                "delivery_p99": ratio(o.1, h.1),
+            }),
         );
     }
     json!({ "targets": targets, "ratios": ratios })
@@ -337,20 +353,21 @@ fn summarize(runs: &[(Target, Value)]) -> Value {
 fn print_summary(s: &Value) {
     let num = |v: &Value, digits: usize| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.digits$}"));
     println!(
-        "== comparison: medians of each target's runs (server CPU only; PostgreSQL's own is counted for none)"
+        "== comparison: medians of each target's runs; CPU per message of the server and of this machine's PostgreSQL"
     );
     println!(
-        "  {:<22} {:>5} {:>12} {:>14} {:>16} {:>8}",
-        "target", "runs", "msg/s", "delivery p99", "CPU per msg", "missing"
+        "  {:<22} {:>5} {:>10} {:>14} {:>14} {:>16} {:>8}",
+        "target", "runs", "msg/s", "delivery p99", "server CPU", "PostgreSQL CPU", "missing"
     );
     for t in Target::ALL.iter().filter_map(|t| s["targets"].get(t.key())) {
         println!(
-            "  {:<22} {:>5} {:>12} {:>11} ms {:>13} µs {:>8}",
+            "  {:<22} {:>5} {:>10} {:>11} ms {:>11} µs {:>13} µs {:>8}",
             t["label"].as_str().unwrap_or(""),
             num(&t["runs"], 0),
             num(&t["median_messages_per_second"], 0),
             num(&t["median_delivery_p99_ms"], 1),
             num(&t["median_server_cpu_us_per_message"], 0),
+            num(&t["median_database_cpu_us_per_message"], 0),
             num(&t["missing"], 0),
         );
     }
@@ -358,11 +375,12 @@ fn print_summary(s: &Value) {
         let r = &s["ratios"][name];
         if r.is_object() {
             println!(
-                "  {} against {}: {}× the rate, {}× less server CPU per message, a {}× lower delivery p99",
+                "  {} against {}: {}× the rate, {}× less server CPU per message ({}× with PostgreSQL's), a {}× lower delivery p99",
                 haven.label(),
                 other.label(),
                 num(&r["rate"], 1),
                 num(&r["server_cpu"], 1),
+                num(&r["server_and_database_cpu"], 1),
                 num(&r["delivery_p99"], 1),
             );
         }
@@ -377,6 +395,7 @@ mod tests {
         json!({ "scenario": "chat", "results": {
             "messages_per_second": rate, "missing": missing,
             "delivery_latency": { "p99_ms": p99 }, "server_per_message": { "cpu_us": cpu },
+            "database_cpu_us_per_message": cpu / 2.0,
         }})
     }
 
@@ -402,6 +421,9 @@ mod tests {
         assert_eq!(r["rate"], 3000.0 / 1250.0);
         assert_eq!(r["server_cpu"], 650.0 / 200.0);
         assert_eq!(r["delivery_p99"], 23.0 / 14.0);
+        // Each report's PostgreSQL CPU is half its server's here.
+        assert_eq!(ep["median_database_cpu_us_per_message"], 325.0);
+        assert_eq!(r["server_and_database_cpu"], (650.0 + 325.0) / (200.0 + 100.0));
         // A missing delivery is counted, not hidden in a median.
         assert_eq!(s["targets"]["haven-sqlite"]["missing"], 1.0);
         // No ratio to a server that was not run.

@@ -2,8 +2,8 @@
 //! through `chat::run`, the server's CPU counted from the first send, and the report.
 //!
 //! The server is not started by the tool, so with `--pid` its process's peak memory and CPU
-//! time are read from /proc, as for Haven (the database's own processes are not counted, for
-//! either).
+//! time are read from /proc, as for Haven; the local PostgreSQL's CPU during the load is
+//! reported beside it, for both.
 
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -38,13 +38,20 @@ pub fn run(
     // The counters are read once the conversations exist and every member listens: making
     // rooms costs these servers far more than it costs Haven, and is not what the load measures.
     let mut before = None;
-    let load_begins = || before = Some((pid.map(crate::server::Work::of), crate::server::own_cpu_seconds()));
+    let load_begins = || {
+        before = Some((
+            pid.map(crate::server::Work::of),
+            crate::server::own_cpu_seconds(),
+            crate::server::database_cpu_seconds(),
+        ))
+    };
     let result = ctx.rt.block_on(crate::chat::run(api, base, users, &params, &bar, load_begins));
     bar.finish_and_clear();
     let mut r = result.context("the chat load failed")?;
-    let (server_before, tool_before) = before.context("the load never began")?;
+    let (server_before, tool_before, database_before) = before.context("the load never began")?;
     r.tool_cpu_us_per_message =
         (crate::server::own_cpu_seconds() - tool_before) * 1e6 / r.accepted.max(1) as f64;
+    r.database_cpu_us_per_message = crate::database_cpu_per_message(database_before, r.accepted);
     let mut results = crate::print_chat(label, load, &mut r);
     if let (Some(pid), Some(before)) = (pid, server_before) {
         let (peak_rss_kib, _) = crate::server::usage_of(pid);
@@ -66,6 +73,7 @@ pub fn run(
         results["server_per_message"] = r.server_per_message.clone();
     }
     let found = extra(&r, &mut results);
+    crate::print_database(&r, &mut results);
     println!("  this tool per message: CPU {:.0} µs", r.tool_cpu_us_per_message);
     results["tool_cpu_us_per_message"] = json!(r.tool_cpu_us_per_message);
     crate::report("chat", label, load.json(), results);

@@ -203,13 +203,19 @@ pub fn chat_load(
 ) -> anyhow::Result<chat::ChatResult> {
     let params = chat::ChatParams::from(a);
     let bar = bar(a.messages as u64, "messages");
-    let before = (server.work(), writer_totals(ctx, server), server::own_cpu_seconds());
+    let before = (
+        server.work(),
+        writer_totals(ctx, server),
+        server::own_cpu_seconds(),
+        server::database_cpu_seconds(),
+    );
     let result = ctx.rt.block_on(chat::run(chat::Api::Haven, &server.base, users, &params, &bar, || ()));
     bar.finish_and_clear();
     let mut result = result.context("the chat load failed")?;
     result.server_per_message = server.work().per(&before.0, result.accepted);
     result.tool_cpu_us_per_message =
         (server::own_cpu_seconds() - before.2) * 1e6 / result.accepted.max(1) as f64;
+    result.database_cpu_us_per_message = database_cpu_per_message(before.3, result.accepted);
     let after = writer_totals(ctx, server);
     let d = |i: usize| (after[i].0 - before.1[i].0, after[i].1 - before.1[i].1);
     let ((sends, batches), (batch_s, _), (commit_s, commits)) = (d(0), d(1), d(2));
@@ -398,6 +404,21 @@ pub fn print_server(results: &mut Value, peak_rss_kib: u64, cpu_seconds: f64, cp
     results["server_cpu_seconds"] = json!(cpu_seconds);
 }
 
+/// The local PostgreSQL's CPU per message since `before` (its CPU then), if it runs here.
+pub fn database_cpu_per_message(before: Option<f64>, accepted: usize) -> Option<f64> {
+    Some((server::database_cpu_seconds()? - before?) * 1e6 / accepted.max(1) as f64)
+}
+
+/// Prints and records the local PostgreSQL's CPU per message during the load, if it runs here:
+/// what a server on PostgreSQL costs beyond its own process (on SQLite it is only the
+/// database's idle work).
+pub fn print_database(r: &chat::ChatResult, results: &mut Value) {
+    if let Some(us) = r.database_cpu_us_per_message {
+        println!("  PostgreSQL (this machine's, whoever used it) per message: CPU {us:.0} µs");
+        results["database_cpu_us_per_message"] = json!(us);
+    }
+}
+
 fn chat(ctx: &Ctx, a: &ChatArgs) -> anyhow::Result<()> {
     let server = ctx.start()?;
     let result = users(ctx, &server, a).and_then(|u| chat_load(ctx, &server, &u, a));
@@ -408,6 +429,7 @@ fn chat(ctx: &Ctx, a: &ChatArgs) -> anyhow::Result<()> {
     let mut results = print_chat(ctx.backend(), a, &mut r);
     print_server(&mut results, peak_rss_kib, cpu_seconds, "since it started");
     print_work(&r.server_per_message, "message");
+    print_database(&r, &mut results);
     println!("  this tool per message: CPU {:.0} µs", r.tool_cpu_us_per_message);
     print_writer(&r.writer);
     results["server_per_message"] = r.server_per_message.clone();

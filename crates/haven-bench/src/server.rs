@@ -284,6 +284,67 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The CPU time (user + system, seconds) of the PostgreSQL servers on this machine so far: each
+/// postmaster's own, its children's that it has reaped, and its live children's. None when no
+/// PostgreSQL runs here. It counts whatever used the database, so a benchmark must run alone;
+/// it is what a server on PostgreSQL costs beyond its own process (SQLite runs inside it).
+pub fn database_cpu_seconds() -> Option<f64> {
+    let procs: Vec<Proc> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Proc::parse(pid, &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?))
+        .collect();
+    database_cpu_of(&procs)
+}
+
+/// A process as `/proc/<pid>/stat` tells it: its parent, name and CPU ticks (user, system, and
+/// its reaped children's user and system).
+#[derive(Debug, Clone)]
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    name: String,
+    ticks: [f64; 4],
+}
+
+impl Proc {
+    fn parse(pid: u32, stat: &str) -> Option<Self> {
+        // The name is in parentheses and may hold anything, ')' too: it ends at the last one.
+        let (head, rest) = stat.rsplit_once(')')?;
+        let name = head.split_once('(')?.1.to_owned();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+        // After the name: state, ppid, ..., utime, stime, cutime, cstime (fields 14 to 17).
+        Some(Self { pid, ppid: n(1)? as u32, name, ticks: [n(11)?, n(12)?, n(13)?, n(14)?] })
+    }
+}
+
+fn database_cpu_of(procs: &[Proc]) -> Option<f64> {
+    let postgres = |p: &Proc| p.name == "postgres";
+    let by_pid: std::collections::HashMap<u32, &Proc> = procs.iter().map(|p| (p.pid, p)).collect();
+    let postmasters: Vec<u32> = procs
+        .iter()
+        .filter(|p| postgres(p) && !by_pid.get(&p.ppid).is_some_and(|parent| postgres(parent)))
+        .map(|p| p.pid)
+        .collect();
+    if postmasters.is_empty() {
+        return None;
+    }
+    let ticks: f64 = procs
+        .iter()
+        .map(|p| {
+            if postmasters.contains(&p.pid) {
+                p.ticks.iter().sum()
+            } else if postgres(p) && postmasters.contains(&p.ppid) {
+                p.ticks[0] + p.ticks[1]
+            } else {
+                0.0
+            }
+        })
+        .sum();
+    Some(ticks / 100.0)
+}
+
 /// This tool's own CPU time so far (user + system), seconds.
 pub fn own_cpu_seconds() -> f64 {
     cpu_seconds(std::process::id())
@@ -302,6 +363,32 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_cpu_is_its_postmasters_with_their_children_and_nothing_else() {
+        let stat = |pid: u32, ppid: u32, name: &str, t: [u32; 4]| {
+            let line = format!(
+                "{pid} ({name}) S {ppid} 1 1 0 -1 4194560 0 0 0 0 {} {} {} {} 20 0 1 0",
+                t[0], t[1], t[2], t[3]
+            );
+            Proc::parse(pid, &line).unwrap()
+        };
+        let procs = [
+            stat(1, 0, "init", [5, 5, 900, 900]),
+            // The postmaster: its own ticks and its reaped children's.
+            stat(10, 1, "postgres", [100, 50, 200, 30]),
+            // Live backends: their own ticks only (their reaping moves them to the parent).
+            stat(11, 10, "postgres", [400, 100, 7, 7]),
+            stat(12, 10, "postgres", [40, 10, 0, 0]),
+            // Not PostgreSQL, even as a postmaster's child; nor a name that only contains it.
+            stat(13, 10, "sh", [1000, 0, 0, 0]),
+            stat(20, 1, "haven (postgres)", [1000, 1000, 0, 0]),
+        ];
+        let seconds = database_cpu_of(&procs).unwrap();
+        assert!((seconds - (380.0 + 500.0 + 50.0) / 100.0).abs() < 1e-9, "{seconds}");
+        assert!(database_cpu_of(&procs[..1]).is_none());
+        assert_eq!(procs[5].name, "haven (postgres)");
+    }
 
     const TEXT: &str = r#"# TYPE haven_store_send_seconds summary
 haven_store_send_seconds_sum 1.5
