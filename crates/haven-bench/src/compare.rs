@@ -4,7 +4,7 @@
 //! server afresh on a fresh database (through `scripts/bench-ejabberd` and
 //! `scripts/bench-synapse` for the others). Each run is this tool run again as a child process,
 //! exactly as its own scenario would be run by hand, and its report (the human summary and the
-//! JSON object) is passed on as it comes. At the end: each target's runs and medians, and
+//! JSON object) is passed on when it ends (its progress bar shows meanwhile). At the end: each target's runs and medians, and
 //! Haven's ratios to the others, the result the issue asks for, as one more JSON object.
 
 use std::path::{Path, PathBuf};
@@ -51,11 +51,12 @@ impl Target {
     }
 }
 
-/// Haven's ratios: (Haven's target, the other, what the pair is called).
-const PAIRS: [(Target, Target, &str); 3] = [
-    (Target::HavenPostgres, Target::EjabberdPostgres, "haven_to_ejabberd_postgres"),
-    (Target::HavenPostgres, Target::Synapse, "haven_to_synapse_postgres"),
-    (Target::HavenSqlite, Target::EjabberdSqlite, "haven_to_ejabberd_sqlite"),
+/// Haven's ratios: (Haven's target, the other, what the pair is called, whether both are on
+/// PostgreSQL, so that its CPU belongs to their cost).
+const PAIRS: [(Target, Target, &str, bool); 3] = [
+    (Target::HavenPostgres, Target::EjabberdPostgres, "haven_to_ejabberd_postgres", true),
+    (Target::HavenPostgres, Target::Synapse, "haven_to_synapse_postgres", true),
+    (Target::HavenSqlite, Target::EjabberdSqlite, "haven_to_ejabberd_sqlite", false),
 ];
 
 /// The comparison's settings. The load's shape is the issue's (U=50 R=10 K=10 S=2); only the
@@ -115,12 +116,15 @@ pub fn run(ctx: &Ctx, a: &CompareArgs) -> anyhow::Result<()> {
     for set in 1..=a.sets {
         for (i, target) in targets.iter().enumerate() {
             println!("== set {set}/{}, run {}/{}: {}", a.sets, i + 1, targets.len(), target.label());
-            match run_one(ctx, a, &me, *target) {
-                Ok(report) => runs.push((*target, report)),
-                Err(e) => {
-                    failed += 1;
-                    println!("  FAILED: {e:#}");
-                }
+            let (report, outcome) = run_one(ctx, a, &me, *target);
+            // A run that failed but reported (deliveries missing, say) still counts in the
+            // summary: its missing deliveries must show there.
+            if let Some(report) = report {
+                runs.push((*target, report));
+            }
+            if let Err(e) = outcome {
+                failed += 1;
+                println!("  FAILED: {e:#}");
             }
         }
     }
@@ -140,8 +144,35 @@ fn params(a: &CompareArgs, targets: &[Target]) -> Value {
     })
 }
 
-/// One run of `target`, its server started before and stopped after; its JSON report.
-fn run_one(ctx: &Ctx, a: &CompareArgs, me: &Path, target: Target) -> anyhow::Result<Value> {
+/// One run of `target`, its server started before and stopped after: its JSON report, if it
+/// printed one, and whether it succeeded.
+fn run_one(ctx: &Ctx, a: &CompareArgs, me: &Path, target: Target) -> (Option<Value>, anyhow::Result<()>) {
+    match run_child(ctx, a, me, target) {
+        Ok((report, status)) => {
+            let outcome = if !status.success() {
+                Err(anyhow::anyhow!("the run failed ({status})"))
+            } else if report.is_none() {
+                Err(anyhow::anyhow!("the run printed no JSON report"))
+            } else {
+                Ok(())
+            };
+            (report, outcome)
+        }
+        Err(e) => (None, Err(e)),
+    }
+}
+
+fn run_child(
+    ctx: &Ctx,
+    a: &CompareArgs,
+    me: &Path,
+    target: Target,
+) -> anyhow::Result<(Option<Value>, std::process::ExitStatus)> {
+    // What an earlier run left in PostgreSQL's buffers is written out now, not in this run
+    // (where a role may not checkpoint, the runs go on without).
+    if let Some(server) = postgres_server(a) {
+        let _ = psql(&format!("{server}/postgres"), "CHECKPOINT");
+    }
     let mut child = Command::new(me);
     child.arg("--haven").arg(&ctx.haven);
     let rate = a.rate.map(|r| r.to_string());
@@ -184,8 +215,13 @@ fn run_one(ctx: &Ctx, a: &CompareArgs, me: &Path, target: Target) -> anyhow::Res
     drop((peer, database));
     let text = String::from_utf8_lossy(&out.stdout);
     print!("{text}");
-    anyhow::ensure!(out.status.success(), "the run failed ({})", out.status);
-    report_in(&text).context("the run printed no JSON report")
+    Ok((report_in(&text), out.status))
+}
+
+/// The PostgreSQL server, unless no target uses it.
+fn postgres_server(a: &CompareArgs) -> Option<&str> {
+    let uses = [Target::HavenPostgres, Target::EjabberdPostgres, Target::Synapse];
+    uses.iter().any(|t| !a.without.contains(t)).then(|| a.postgres.trim_end_matches('/'))
 }
 
 /// The JSON object of a run's output: its last line that is one.
@@ -244,22 +280,30 @@ struct Peer {
 }
 
 impl Peer {
+    /// Starts it with `env` on the scripts' defaults (port, and Synapse on PostgreSQL), whatever
+    /// the caller's environment says. The guard exists before the start, so that a start that
+    /// failed half-way is stopped too.
     fn start(scripts: &Path, name: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let script = scripts.join(format!("bench-{name}"));
-        let dir = std::env::temp_dir().join(format!("haven-bench-compare-{name}-{}", std::process::id()));
-        let out = Command::new(&script)
+        let peer = Self {
+            script: scripts.join(format!("bench-{name}")),
+            dir: std::env::temp_dir().join(format!("haven-bench-compare-{name}-{}", std::process::id())),
+        };
+        let out = Command::new(&peer.script)
             .arg("start")
-            .arg(&dir)
+            .arg(&peer.dir)
+            .env_remove("EJABBERD_PORT")
+            .env_remove("SYNAPSE_PORT")
+            .env_remove("SYNAPSE_DB")
             .envs(env.iter().copied())
             .output()
-            .with_context(|| format!("running {} (see --scripts)", script.display()))?;
+            .with_context(|| format!("running {} (see --scripts)", peer.script.display()))?;
         anyhow::ensure!(
             out.status.success(),
             "{} start: {}",
-            script.display(),
+            peer.script.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
-        Ok(Self { script, dir })
+        Ok(peer)
     }
 
     fn pid(&self, file: &str) -> anyhow::Result<String> {
@@ -270,8 +314,17 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let _ = Command::new(&self.script).arg("stop").arg(&self.dir).output();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        match Command::new(&self.script).arg("stop").arg(&self.dir).output() {
+            Ok(out) if out.status.success() => {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+            // Its directory is what the script stops it by: kept, so that it still can be.
+            _ => println!(
+                "  the server did not stop; stop it with: {} stop {}",
+                self.script.display(),
+                self.dir.display()
+            ),
+        }
     }
 }
 
@@ -333,10 +386,11 @@ fn summarize(runs: &[(Target, Value)]) -> Value {
         );
     }
     let mut ratios = serde_json::Map::new();
-    for (haven, other, name) in PAIRS {
+    for (haven, other, name, on_postgres) in PAIRS {
         let (Some(h), Some(o)) = (medians.get(&haven), medians.get(&other)) else { continue };
         let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
-        let total = |m: &Medians| m.2.map(|cpu| cpu + m.3.unwrap_or(0.0));
+        // Only where both measured it, and only on PostgreSQL (on SQLite it is idle work).
+        let total = |m: &Medians| m.2.zip(m.3).filter(|_| on_postgres).map(|(cpu, db)| cpu + db);
         ratios.insert(
             name.to_owned(),
             json!({
@@ -371,16 +425,19 @@ fn print_summary(s: &Value) {
             num(&t["missing"], 0),
         );
     }
-    for (haven, other, name) in PAIRS {
+    for (haven, other, name, _) in PAIRS {
         let r = &s["ratios"][name];
         if r.is_object() {
+            let with_database = match r["server_and_database_cpu"].as_f64() {
+                Some(x) => format!(" ({x:.1}× with PostgreSQL's)"),
+                None => String::new(),
+            };
             println!(
-                "  {} against {}: {}× the rate, {}× less server CPU per message ({}× with PostgreSQL's), a {}× lower delivery p99",
+                "  {} against {}: {}× the rate, {}× less server CPU per message{with_database}, a {}× lower delivery p99",
                 haven.label(),
                 other.label(),
                 num(&r["rate"], 1),
                 num(&r["server_cpu"], 1),
-                num(&r["server_and_database_cpu"], 1),
                 num(&r["delivery_p99"], 1),
             );
         }
@@ -424,6 +481,14 @@ mod tests {
         // Each report's PostgreSQL CPU is half its server's here.
         assert_eq!(ep["median_database_cpu_us_per_message"], 325.0);
         assert_eq!(r["server_and_database_cpu"], (650.0 + 325.0) / (200.0 + 100.0));
+        // On SQLite the database's CPU is no part of either's cost.
+        let runs = [
+            (Target::HavenSqlite, report(5000.0, 8.0, 250.0, 0)),
+            (Target::EjabberdSqlite, report(500.0, 50.0, 2000.0, 0)),
+        ];
+        let sqlite = &summarize(&runs)["ratios"]["haven_to_ejabberd_sqlite"];
+        assert_eq!(sqlite["server_cpu"], 8.0);
+        assert!(sqlite["server_and_database_cpu"].is_null());
         // A missing delivery is counted, not hidden in a median.
         assert_eq!(s["targets"]["haven-sqlite"]["missing"], 1.0);
         // No ratio to a server that was not run.

@@ -182,7 +182,11 @@ fn a_small_comparison_runs_haven_on_both_stores_and_ejabberd_and_reports_the_rat
     let url = std::env::var("HAVEN_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     // The server, without the database: the comparison makes its own.
-    let server = url.rsplit_once('/').map_or(url.as_str(), |(server, _)| server);
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let server = match url[after_scheme..].find('/') {
+        Some(i) => &url[..after_scheme + i],
+        None => url.as_str(),
+    };
     let scripts = root().join("scripts");
     let json = run_bench(&[
         "--haven",
@@ -209,8 +213,16 @@ fn a_small_comparison_runs_haven_on_both_stores_and_ejabberd_and_reports_the_rat
         assert!(targets[key]["median_messages_per_second"].as_f64().unwrap() > 0.0, "{key}");
     }
     assert!(targets.get("synapse").is_none());
+    // ejabberd's CPU was read through the pid its script wrote; PostgreSQL's, during Haven's
+    // run on it, from its processes on this machine.
+    assert!(targets["ejabberd-sqlite"]["median_server_cpu_us_per_message"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(
+        targets["haven-postgres"]["median_database_cpu_us_per_message"].as_f64().unwrap() > 0.0,
+        "{json}"
+    );
     let ratios = &json["results"]["ratios"];
     assert!(ratios["haven_to_ejabberd_sqlite"]["rate"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(ratios["haven_to_ejabberd_sqlite"]["server_cpu"].as_f64().unwrap() > 0.0, "{json}");
     // Left out, so nothing to compare with.
     assert!(ratios.get("haven_to_ejabberd_postgres").is_none());
     assert!(ratios.get("haven_to_synapse_postgres").is_none());
