@@ -292,7 +292,7 @@ pub fn database_cpu_seconds() -> Option<f64> {
     let procs: Vec<Proc> = std::fs::read_dir("/proc")
         .ok()?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| Proc::parse(pid, &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?))
+        .filter_map(Proc::read)
         .collect();
     database_cpu_of(&procs)
 }
@@ -308,6 +308,10 @@ struct Proc {
 }
 
 impl Proc {
+    fn read(pid: u32) -> Option<Self> {
+        Self::parse(pid, &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
     fn parse(pid: u32, stat: &str) -> Option<Self> {
         // The name is in parentheses and may hold anything, ')' too: it ends at the last one.
         let (head, rest) = stat.rsplit_once(')')?;
@@ -342,7 +346,7 @@ fn database_cpu_of(procs: &[Proc]) -> Option<f64> {
             }
         })
         .sum();
-    Some(ticks / 100.0)
+    Some(ticks / TICKS_PER_SECOND)
 }
 
 /// This tool's own CPU time so far (user + system), seconds.
@@ -351,14 +355,11 @@ pub fn own_cpu_seconds() -> f64 {
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
+    Proc::read(pid).map_or(0.0, |p| (p.ticks[0] + p.ticks[1]) / TICKS_PER_SECOND)
 }
+
+/// The kernel's clock ticks a second in /proc's CPU times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
 
 #[cfg(test)]
 mod tests {
