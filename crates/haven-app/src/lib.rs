@@ -292,6 +292,16 @@ impl App {
         self
     }
 
+    /// Makes this node one of several on one PostgreSQL: what it publishes also goes, as ids
+    /// only, to the returned queue, which a transport between the nodes (NATS) drains; what
+    /// the transport receives from the others is given to [`Self::hub`]. Call before the
+    /// application is cloned.
+    pub fn with_relay(mut self, capacity: usize) -> (Self, tokio::sync::mpsc::Receiver<Vec<u8>>) {
+        let (bus, rx) = realtime::RelayBus::new(self.hub.clone(), capacity);
+        self.bus = Arc::new(bus);
+        (self, rx)
+    }
+
     /// This node's real-time hub (sockets register here).
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub

@@ -75,6 +75,120 @@ pub trait Bus: Send + Sync {
     fn publish(&self, msg: BusMessage);
 }
 
+/// Why a frame from another node was not understood.
+#[derive(Debug, thiserror::Error)]
+#[error("not a bus frame: {0}")]
+pub struct WireError(String);
+
+/// What one node tells the others, as it travels between them: ids and positions only. An
+/// event's frame (which holds content) is never here; the receiving node reads the event from
+/// the shared database.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum Wire {
+    /// An event was committed at `seq` of conversation `c`, for the sockets of `to`.
+    Hint { to: Vec<UserId>, c: ConversationId, s: i64 },
+    /// A receipt frame (a conversation, a user and two positions) for the sockets of `to`.
+    Receipt { to: Vec<UserId>, receipt: ReceiptWire },
+    /// Close the sockets of `to`: their session ended.
+    Close { to: Vec<UserId> },
+    /// A user's sessions ended.
+    Ended { u: UserId, only: Option<SessionId>, except: Option<SessionId> },
+}
+
+/// A receipt notice's frame, parsed, so that only its ids and positions cross the bus.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ReceiptWire {
+    conversation_id: ConversationId,
+    user_id: UserId,
+    delivered_seq: i64,
+    read_seq: i64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ReceiptFrame {
+    op: String,
+    receipt: ReceiptWire,
+}
+
+impl BusMessage {
+    /// This message as another node receives it: an event becomes a hint (no content), and a
+    /// notice is re-encoded from its ids and positions. `None` for a notice that is not a
+    /// receipt, which stays on this node.
+    pub fn to_wire(&self) -> Option<Vec<u8>> {
+        let wire = match self {
+            Self::Deliver { recipients, out } => {
+                let to = recipients.clone();
+                match out {
+                    Outbound::Event { conversation, seq, .. } | Outbound::Hint { conversation, seq } => {
+                        Wire::Hint { to, c: *conversation, s: *seq }
+                    }
+                    Outbound::Notice { json } => {
+                        let frame: ReceiptFrame = serde_json::from_str(json).ok()?;
+                        Wire::Receipt { to, receipt: frame.receipt }
+                    }
+                    Outbound::Close { .. } => Wire::Close { to },
+                }
+            }
+            Self::SessionsEnded { user, only, except } => {
+                Wire::Ended { u: *user, only: *only, except: *except }
+            }
+        };
+        Some(serde_json::to_vec(&wire).expect("ids serialise"))
+    }
+
+    /// Reads what another node sent.
+    pub fn from_wire(bytes: &[u8]) -> Result<Self, WireError> {
+        let wire: Wire = serde_json::from_slice(bytes).map_err(|e| WireError(e.to_string()))?;
+        Ok(match wire {
+            Wire::Hint { to, c, s } => {
+                Self::Deliver { recipients: to, out: Outbound::Hint { conversation: c, seq: s } }
+            }
+            Wire::Receipt { to, receipt } => {
+                let frame = ReceiptFrame { op: "receipt".into(), receipt };
+                let json = Arc::from(serde_json::to_string(&frame).expect("ids serialise"));
+                Self::Deliver { recipients: to, out: Outbound::Notice { json } }
+            }
+            Wire::Close { to } => {
+                Self::Deliver { recipients: to, out: Outbound::Close { reason: "session_ended" } }
+            }
+            Wire::Ended { u, only, except } => Self::SessionsEnded { user: u, only, except },
+        })
+    }
+}
+
+/// The bus of a node among several: this node's own sockets get every message at once, with
+/// its content; the other nodes get it in its wire form (`BusMessage::to_wire`) through the
+/// queue whose other end a transport (NATS) drains.
+#[derive(Debug)]
+pub struct RelayBus {
+    hub: Arc<Hub>,
+    out: mpsc::Sender<Vec<u8>>,
+}
+
+impl RelayBus {
+    /// A relay in front of `hub`, queueing up to `capacity` messages for the other nodes.
+    pub fn new(hub: Arc<Hub>, capacity: usize) -> (Self, mpsc::Receiver<Vec<u8>>) {
+        let (out, rx) = mpsc::channel(capacity.max(1));
+        (Self { hub, out }, rx)
+    }
+}
+
+impl Bus for RelayBus {
+    fn publish(&self, msg: BusMessage) {
+        let wire = msg.to_wire();
+        self.hub.apply(msg);
+        if let Some(bytes) = wire
+            && self.out.try_send(bytes).is_err()
+        {
+            // The other nodes' sockets learn of the event with the next one in its
+            // conversation (a gap is filled from the database) or when they resume.
+            metrics::counter!("haven_bus_dropped_total").increment(1);
+            tracing::warn!("the bus to the other nodes is not keeping up; a message was not relayed");
+        }
+    }
+}
+
 /// The bus of a single node: straight into the local hub.
 #[derive(Debug, Clone)]
 pub struct LocalBus(pub Arc<Hub>);
@@ -149,6 +263,15 @@ impl Hub {
         self.inner.lock().expect("hub lock").count
     }
 
+    /// Closes every socket as if it were too slow, so each client resumes from its positions:
+    /// for when this node may have missed messages from the others (its bus reconnected).
+    pub fn drop_all(&self) {
+        let mut inner = self.inner.lock().expect("hub lock");
+        inner.by_user.clear();
+        inner.count = 0;
+        metrics::gauge!("haven_websockets").set(0.0);
+    }
+
     /// Applies a bus message to the local sockets.
     pub fn apply(&self, msg: BusMessage) {
         let mut inner = self.inner.lock().expect("hub lock");
@@ -209,6 +332,60 @@ mod tests {
     fn event(seq: i64) -> Outbound {
         let conversation = "00000000-0000-4000-8000-000000000999".parse().unwrap();
         Outbound::Event { conversation, seq, json: Arc::from("{}") }
+    }
+
+    #[test]
+    fn only_ids_and_positions_cross_between_nodes() {
+        let conversation: ConversationId = "00000000-0000-4000-8000-000000000999".parse().unwrap();
+        let content =
+            Outbound::Event { conversation, seq: 7, json: Arc::from(r#"{"body":"potassium 6.9"}"#) };
+        let wire = BusMessage::Deliver { recipients: vec![uid(1)], out: content }.to_wire().unwrap();
+        assert!(!String::from_utf8_lossy(&wire).contains("potassium"));
+        match BusMessage::from_wire(&wire).unwrap() {
+            BusMessage::Deliver { recipients, out: Outbound::Hint { conversation: c, seq: 7 } } => {
+                assert_eq!((recipients, c), (vec![uid(1)], conversation));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A receipt crosses as its ids and positions; anything else added to its frame stays.
+        let receipt = format!(
+            r#"{{"op":"receipt","receipt":{{"conversation_id":"{conversation}","user_id":"{}","delivered_seq":3,"read_seq":2,"extra":"x"}}}}"#,
+            uid(2)
+        );
+        let out = Outbound::Notice { json: Arc::from(receipt.as_str()) };
+        let wire = BusMessage::Deliver { recipients: vec![uid(1)], out }.to_wire().unwrap();
+        let Ok(BusMessage::Deliver { out: Outbound::Notice { json }, .. }) = BusMessage::from_wire(&wire)
+        else {
+            panic!("not a notice")
+        };
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!((v["op"].as_str(), v["receipt"]["read_seq"].as_i64()), (Some("receipt"), Some(2)));
+        assert!(v["receipt"].get("extra").is_none());
+        // A notice that is not a receipt stays on its node; garbage is refused.
+        let other = Outbound::Notice { json: Arc::from(r#"{"op":"typing"}"#) };
+        assert!(BusMessage::Deliver { recipients: vec![], out: other }.to_wire().is_none());
+        assert!(BusMessage::from_wire(b"{\"t\":\"event\",\"body\":\"x\"}").is_err());
+        let ended = BusMessage::SessionsEnded { user: uid(1), only: Some(sid(1)), except: None };
+        let back = BusMessage::from_wire(&ended.to_wire().unwrap()).unwrap();
+        assert!(matches!(back, BusMessage::SessionsEnded { only: Some(s), except: None, .. } if s == sid(1)));
+    }
+
+    #[tokio::test]
+    async fn a_relay_gives_its_own_hub_the_content_and_the_other_nodes_ids() {
+        let hub = Arc::new(Hub::new(4));
+        let mut mine = hub.register(uid(1), sid(1));
+        let (relay, mut others) = RelayBus::new(hub.clone(), 4);
+        relay.publish(BusMessage::Deliver { recipients: vec![uid(1)], out: event(5) });
+        assert!(matches!(mine.rx.recv().await, Some(Outbound::Event { seq: 5, .. })));
+        let wire = others.recv().await.unwrap();
+        assert!(matches!(
+            BusMessage::from_wire(&wire),
+            Ok(BusMessage::Deliver { out: Outbound::Hint { seq: 5, .. }, .. })
+        ));
+        // Dropping every socket lets each client resume.
+        hub.drop_all();
+        assert!(mine.rx.recv().await.is_none());
+        assert_eq!(hub.connections(), 0);
     }
 
     #[tokio::test]

@@ -33,9 +33,29 @@ pub struct Conf {
     /// Patient texting.
     #[config(nested)]
     pub texting: TextingConf,
+    /// Several nodes on one database.
+    #[config(nested)]
+    pub cluster: ClusterConf,
     /// Logging.
     #[config(nested)]
     pub log: LogConf,
+}
+
+/// Several Haven nodes serving one organisation set from one PostgreSQL database (behind a
+/// load balancer, or simply more sockets than one process may hold): how a message sent on one
+/// node reaches the sockets held by the others.
+#[derive(Debug, Config)]
+pub struct ClusterConf {
+    /// The NATS server the nodes share, e.g. `nats://10.0.0.5:4222` (`tls://` for TLS;
+    /// credentials as `nats://user:password@host:4222`, so it can also be given as
+    /// HAVEN_CLUSTER_NATS_URL_FILE). Unset: this node is alone. Requires PostgreSQL. Only ids
+    /// and positions cross it, never content: the other nodes read each event from the database.
+    #[config(env = "HAVEN_CLUSTER_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The subject the nodes of this deployment publish on; deployments sharing a NATS server
+    /// need different ones.
+    #[config(env = "HAVEN_CLUSTER_SUBJECT", default = "haven.realtime")]
+    pub subject: String,
 }
 
 /// Network listener.
@@ -267,6 +287,9 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Conf> {
     let mut conf = builder.load().context("invalid configuration")?;
     if let Some(url) = secret_from_file("HAVEN_DATABASE_URL", conf.database.url.is_some())? {
         conf.database.url = Some(url);
+    }
+    if let Some(url) = secret_from_file("HAVEN_CLUSTER_NATS_URL", conf.cluster.nats_url.is_some())? {
+        conf.cluster.nats_url = Some(url);
     }
     Ok(conf)
 }

@@ -3,6 +3,7 @@
 mod admin;
 mod audit;
 mod client;
+mod cluster;
 mod config;
 mod keycmd;
 mod keys;

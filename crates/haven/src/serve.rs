@@ -88,6 +88,7 @@ pub async fn serve(conf: &Conf, data_dir: &Path, demo: bool, bind: Option<&str>)
         None => None,
     };
     let app = open_app(conf, data_dir).await?;
+    let app = crate::cluster::join(app, &conf.cluster, &conf.server.node_name).await?;
     // Said once by the server, not by every command-line call that opens the database.
     if app.store().autovacuum_off().await.context("cannot read the database's settings")? {
         tracing::warn!(
