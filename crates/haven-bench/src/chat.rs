@@ -99,6 +99,9 @@ pub struct ChatParams {
     pub messages: usize,
     /// Open loop: messages per second in all (closed loop when absent).
     pub rate: Option<f64>,
+    /// Where the members' sockets connect, when not where the messages are sent (another node
+    /// of a cluster).
+    pub listen_base: Option<String>,
 }
 
 /// What a run measured. Latencies in microseconds.
@@ -340,7 +343,9 @@ pub async fn run(
     for (u, user) in users.iter().enumerate() {
         let mine: Vec<&str> =
             members.iter().zip(&convs).filter(|(m, _)| m.contains(&u)).map(|(_, c)| c.as_str()).collect();
-        let (arrivals, stream) = api.listen(&http, base, user, &mine, seen.clone(), stopped.clone()).await?;
+        let listen_base = p.listen_base.as_deref().unwrap_or(base);
+        let (arrivals, stream) =
+            api.listen(&http, listen_base, user, &mine, seen.clone(), stopped.clone()).await?;
         sockets.push(arrivals);
         streams.push(stream);
     }

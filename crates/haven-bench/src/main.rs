@@ -79,6 +79,10 @@ enum Scenario {
     /// Synapse, in interleaved sets, each server afresh for every run; then the medians and
     /// Haven's ratios to the others.
     Compare(compare::CompareArgs),
+    /// (Used by `connections`.) Holds idle sockets for the scenario in a process of their own:
+    /// one process may hold only so many open files.
+    #[command(hide = true)]
+    Hold,
 }
 
 /// The chat load.
@@ -102,6 +106,9 @@ pub struct ChatArgs {
     /// Open loop at this many messages per second in all (default: closed loop).
     #[arg(long)]
     rate: Option<f64>,
+    /// Where the members' sockets connect, when not the server the messages are sent to.
+    #[arg(skip)]
+    listen_base: Option<String>,
 }
 
 impl From<&ChatArgs> for chat::ChatParams {
@@ -112,6 +119,7 @@ impl From<&ChatArgs> for chat::ChatParams {
             senders: a.senders,
             messages: a.messages,
             rate: a.rate,
+            listen_base: a.listen_base.clone(),
         }
     }
 }
@@ -243,6 +251,15 @@ pub fn chat_load(
     Ok(result)
 }
 
+/// The server's Prometheus metrics as text (empty when they cannot be read).
+pub fn metrics(ctx: &Ctx, server: &server::Server) -> String {
+    let text = ctx.rt.block_on(async {
+        let resp = reqwest::get(format!("{}/metrics", server.base)).await.ok()?;
+        resp.text().await.ok()
+    });
+    text.unwrap_or_default()
+}
+
 /// The group-commit writer's histograms (sum, count): batch sizes, batch times, the times of
 /// each batch's last round trip (its writes and the commit), each send's time in the writer
 /// (its wait and its batch), the server's time for each send request, and the fsyncs of the
@@ -251,11 +268,7 @@ pub fn chat_load(
 /// first; the audit indexer's transactions; last, the batches that took at most 2.5 ms and at
 /// most 5 ms (the histogram's buckets, as a pair).
 fn writer_totals(ctx: &Ctx, server: &server::Server) -> Vec<(f64, f64)> {
-    let text = ctx.rt.block_on(async {
-        let resp = reqwest::get(format!("{}/metrics", server.base)).await.ok()?;
-        resp.text().await.ok()
-    });
-    let text = text.unwrap_or_default();
+    let text = metrics(ctx, server);
     let mut totals = server::histograms(
         &text,
         &[
@@ -470,6 +483,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Matrix(a) => matrix::run(&ctx, &a),
         Scenario::Xmpp(a) => xmpp::run(&ctx, &a),
         Scenario::Compare(a) => compare::run(&ctx, &a),
+        Scenario::Hold => connections::hold(&ctx),
     }
 }
 

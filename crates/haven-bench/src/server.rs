@@ -19,6 +19,7 @@ pub struct Server {
     data_dir: PathBuf,
     haven: PathBuf,
     database_url: Option<String>,
+    env: Vec<(String, String)>,
     killed: bool,
 }
 
@@ -54,7 +55,18 @@ impl Server {
 
     /// Starts `haven serve` on a free loopback port.
     pub fn start(haven: &Path, data_dir: &Path, database_url: Option<String>) -> anyhow::Result<Self> {
-        Self::start_at(haven, data_dir, database_url, "127.0.0.1:0")
+        Self::start_at(haven, data_dir, database_url, "127.0.0.1:0", Vec::new())
+    }
+
+    /// Starts `haven serve` on a free loopback port with more settings in `env` (a cluster
+    /// node's, say).
+    pub fn start_with(
+        haven: &Path,
+        data_dir: &Path,
+        database_url: Option<String>,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
+        Self::start_at(haven, data_dir, database_url, "127.0.0.1:0", env)
     }
 
     /// Starts `haven serve` listening on `bind`.
@@ -63,10 +75,12 @@ impl Server {
         data_dir: &Path,
         database_url: Option<String>,
         bind: &str,
+        env: Vec<(String, String)>,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let mut child = Self::cmd(haven, data_dir, database_url.as_deref())
             .args(["serve", "--bind", bind])
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("HAVEN_MESSAGING_SOCKET_QUEUE", "4096")
             .stdout(Stdio::piped())
             .stderr(
@@ -94,6 +108,7 @@ impl Server {
             data_dir: data_dir.to_owned(),
             haven: haven.to_owned(),
             database_url,
+            env,
             killed: false,
         })
     }
@@ -111,7 +126,8 @@ impl Server {
         self.child.wait()?;
         self.killed = true;
         let bind = self.base.trim_start_matches("http://").to_owned();
-        *self = Self::start_at(&self.haven, &self.data_dir, self.database_url.clone(), &bind)?;
+        *self =
+            Self::start_at(&self.haven, &self.data_dir, self.database_url.clone(), &bind, self.env.clone())?;
         Ok(())
     }
 

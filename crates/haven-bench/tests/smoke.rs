@@ -227,3 +227,70 @@ fn a_small_comparison_runs_haven_on_both_stores_and_ejabberd_and_reports_the_rat
     assert!(ratios.get("haven_to_ejabberd_postgres").is_none());
     assert!(ratios.get("haven_to_synapse_postgres").is_none());
 }
+
+/// A NATS server of the test's own on a free port, stopped when dropped.
+struct Nats(std::process::Child, u16);
+
+impl Nats {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (apt-get install nats-server)");
+        let nats = Self(child, port);
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed().as_secs() < 10, "nats-server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        nats
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn connections_across_two_nodes_are_held_by_child_processes_and_the_stream_crosses_nats() {
+    let haven = binaries().1;
+    let nats = Nats::start();
+    let admin = std::env::var("HAVEN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("havenbench_nodes_{}", std::process::id());
+    let psql = |sql: &str| Command::new("psql").args(["-q", &admin, "-c", sql]).output().unwrap();
+    assert!(psql(&format!("CREATE DATABASE {name}")).status.success());
+    let url = format!("{}/{name}", &admin[..admin.rfind('/').unwrap()]);
+    let out = Command::new(binaries().0)
+        .args(["--haven", haven.to_str().unwrap(), "--database-url", &url, "connections"])
+        .args(["--max", "240", "--step", "120", "--users", "6", "--stream-messages", "40"])
+        .args(["--stream-rate", "40", "--nodes", "2", "--per-process", "50"])
+        .args(["--nats-url", &format!("nats://127.0.0.1:{}", nats.1)])
+        .output()
+        .unwrap();
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(json["params"]["nodes"], 2);
+    let steps = json["results"]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "{json}");
+    for s in steps {
+        // The stream was sent on node 1 and received on node 2: every delivery crossed NATS.
+        assert_eq!((s["missing"].as_u64(), s["failed"].as_u64()), (Some(0), Some(0)), "{s}");
+        assert!(s["delivery_latency"]["p50_ms"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["node_rss_kib"].as_array().unwrap().iter().all(|r| r.as_u64().unwrap() > 0), "{s}");
+    }
+    // The idle sockets are open, half on each node, though each holder held only 50.
+    let last = &steps[2];
+    assert_eq!(last["sockets"], 240);
+    let on_nodes: Vec<f64> =
+        last["node_sockets"].as_array().unwrap().iter().map(|n| n.as_f64().unwrap()).collect();
+    assert_eq!(on_nodes, vec![120.0, 120.0], "{last}");
+}
