@@ -296,7 +296,7 @@ impl App {
     /// only, to the returned queue, which a transport between the nodes (NATS) drains; what
     /// the transport receives from the others is given to [`Self::hub`]. Call before the
     /// application is cloned.
-    pub fn with_relay(mut self, capacity: usize) -> (Self, tokio::sync::mpsc::Receiver<Vec<u8>>) {
+    pub fn with_relay(mut self, capacity: usize) -> (Self, realtime::Outgoing) {
         let (bus, rx) = realtime::RelayBus::new(self.hub.clone(), capacity);
         self.bus = Arc::new(bus);
         (self, rx)

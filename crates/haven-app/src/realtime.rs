@@ -11,6 +11,7 @@
 //! never depends on the bus.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use haven_domain::{ConversationId, SessionId, UserId};
@@ -67,6 +68,8 @@ pub enum BusMessage {
         /// All but this session.
         except: Option<SessionId>,
     },
+    /// Another node failed to relay something: every socket here resumes to catch up.
+    Resync,
 }
 
 /// Carries events to every node's hub.
@@ -94,6 +97,8 @@ enum Wire {
     Close { to: Vec<UserId> },
     /// A user's sessions ended.
     Ended { u: UserId, only: Option<SessionId>, except: Option<SessionId> },
+    /// The sender lost messages on their way to the other nodes.
+    Resync,
 }
 
 /// A receipt notice's frame, parsed, so that only its ids and positions cross the bus.
@@ -133,6 +138,7 @@ impl BusMessage {
             Self::SessionsEnded { user, only, except } => {
                 Wire::Ended { u: *user, only: *only, except: *except }
             }
+            Self::Resync => Wire::Resync,
         };
         Some(serde_json::to_vec(&wire).expect("ids serialise"))
     }
@@ -153,6 +159,7 @@ impl BusMessage {
                 Self::Deliver { recipients: to, out: Outbound::Close { reason: "session_ended" } }
             }
             Wire::Ended { u, only, except } => Self::SessionsEnded { user: u, only, except },
+            Wire::Resync => Self::Resync,
         })
     }
 }
@@ -164,13 +171,39 @@ impl BusMessage {
 pub struct RelayBus {
     hub: Arc<Hub>,
     out: mpsc::Sender<Vec<u8>>,
+    lost: Arc<AtomicBool>,
+}
+
+/// The other end of a [`RelayBus`]: what to send to the other nodes, and where to say that
+/// something could not be sent.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Messages in their wire form, in order.
+    pub rx: mpsc::Receiver<Vec<u8>>,
+    lost: Arc<AtomicBool>,
+}
+
+impl Outgoing {
+    /// Records that a message did not reach the other nodes: the relay then tells them to
+    /// resync before its next message.
+    pub fn lost_one(&self) {
+        lost(&self.lost);
+    }
+}
+
+fn lost(flag: &AtomicBool) {
+    metrics::counter!("haven_bus_dropped_total").increment(1);
+    if !flag.swap(true, Ordering::SeqCst) {
+        tracing::warn!("a message did not reach the other nodes: their sockets will resume");
+    }
 }
 
 impl RelayBus {
     /// A relay in front of `hub`, queueing up to `capacity` messages for the other nodes.
-    pub fn new(hub: Arc<Hub>, capacity: usize) -> (Self, mpsc::Receiver<Vec<u8>>) {
+    pub fn new(hub: Arc<Hub>, capacity: usize) -> (Self, Outgoing) {
         let (out, rx) = mpsc::channel(capacity.max(1));
-        (Self { hub, out }, rx)
+        let lost = Arc::new(AtomicBool::new(false));
+        (Self { hub, out, lost: lost.clone() }, Outgoing { rx, lost })
     }
 }
 
@@ -178,13 +211,19 @@ impl Bus for RelayBus {
     fn publish(&self, msg: BusMessage) {
         let wire = msg.to_wire();
         self.hub.apply(msg);
-        if let Some(bytes) = wire
-            && self.out.try_send(bytes).is_err()
-        {
-            // The other nodes' sockets learn of the event with the next one in its
-            // conversation (a gap is filled from the database) or when they resume.
-            metrics::counter!("haven_bus_dropped_total").increment(1);
-            tracing::warn!("the bus to the other nodes is not keeping up; a message was not relayed");
+        let Some(bytes) = wire else { return };
+        // After a loss, the other nodes' sockets resume (they may have missed an event, which
+        // would otherwise show only with the next one of its conversation) before anything else
+        // is sent; until the resync itself is queued, nothing else is.
+        if self.lost.load(Ordering::SeqCst) {
+            let resync = BusMessage::Resync.to_wire().expect("a resync has a wire form");
+            if self.out.try_send(resync).is_err() {
+                return lost(&self.lost);
+            }
+            self.lost.store(false, Ordering::SeqCst);
+        }
+        if self.out.try_send(bytes).is_err() {
+            lost(&self.lost);
         }
     }
 }
@@ -301,6 +340,10 @@ impl Hub {
                 }
                 inner.remove(user, ends);
             }
+            BusMessage::Resync => {
+                drop(inner);
+                self.drop_all();
+            }
         }
     }
 }
@@ -372,19 +415,46 @@ mod tests {
 
     #[tokio::test]
     async fn a_relay_gives_its_own_hub_the_content_and_the_other_nodes_ids() {
-        let hub = Arc::new(Hub::new(4));
+        let hub = Arc::new(Hub::new(16));
         let mut mine = hub.register(uid(1), sid(1));
-        let (relay, mut others) = RelayBus::new(hub.clone(), 4);
+        let (relay, mut others) = RelayBus::new(hub.clone(), 2);
         relay.publish(BusMessage::Deliver { recipients: vec![uid(1)], out: event(5) });
         assert!(matches!(mine.rx.recv().await, Some(Outbound::Event { seq: 5, .. })));
-        let wire = others.recv().await.unwrap();
+        let wire = others.rx.recv().await.unwrap();
         assert!(matches!(
             BusMessage::from_wire(&wire),
             Ok(BusMessage::Deliver { out: Outbound::Hint { seq: 5, .. }, .. })
         ));
-        // Dropping every socket lets each client resume.
-        hub.drop_all();
-        assert!(mine.rx.recv().await.is_none());
+        // A full queue loses a message: the next thing the others hear is a resync.
+        for seq in 6..=8 {
+            relay.publish(BusMessage::Deliver { recipients: vec![uid(1)], out: event(seq) });
+        }
+        let heard = |w: Vec<u8>| BusMessage::from_wire(&w).unwrap();
+        assert!(matches!(
+            heard(others.rx.recv().await.unwrap()),
+            BusMessage::Deliver { out: Outbound::Hint { seq: 6, .. }, .. }
+        ));
+        assert!(matches!(
+            heard(others.rx.recv().await.unwrap()),
+            BusMessage::Deliver { out: Outbound::Hint { seq: 7, .. }, .. }
+        ));
+        relay.publish(BusMessage::Deliver { recipients: vec![uid(1)], out: event(9) });
+        assert!(matches!(heard(others.rx.recv().await.unwrap()), BusMessage::Resync));
+        assert!(matches!(
+            heard(others.rx.recv().await.unwrap()),
+            BusMessage::Deliver { out: Outbound::Hint { seq: 9, .. }, .. }
+        ));
+        // So does a loss on the transport's side.
+        others.lost_one();
+        relay.publish(BusMessage::Deliver { recipients: vec![uid(1)], out: event(10) });
+        assert!(matches!(heard(others.rx.recv().await.unwrap()), BusMessage::Resync));
+        // A resync closes every socket here, so each client resumes.
+        hub.apply(BusMessage::Resync);
+        let mut got = Vec::new();
+        while let Some(o) = mine.rx.recv().await {
+            got.push(o);
+        }
+        assert_eq!(got.len(), 5, "the queued events (6 to 10), then the end of the queue");
         assert_eq!(hub.connections(), 0);
     }
 
