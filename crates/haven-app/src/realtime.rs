@@ -145,7 +145,9 @@ impl BusMessage {
 
     /// Reads what another node sent.
     pub fn from_wire(bytes: &[u8]) -> Result<Self, WireError> {
-        let wire: Wire = serde_json::from_slice(bytes).map_err(|e| WireError(e.to_string()))?;
+        // serde's message may quote the input: only its kind and place are kept.
+        let wire: Wire = serde_json::from_slice(bytes)
+            .map_err(|e| WireError(format!("{:?} error at column {}", e.classify(), e.column())))?;
         Ok(match wire {
             Wire::Hint { to, c, s } => {
                 Self::Deliver { recipients: to, out: Outbound::Hint { conversation: c, seq: s } }
@@ -171,39 +173,52 @@ impl BusMessage {
 pub struct RelayBus {
     hub: Arc<Hub>,
     out: mpsc::Sender<Vec<u8>>,
-    lost: Arc<AtomicBool>,
+    loss: Loss,
 }
 
-/// The other end of a [`RelayBus`]: what to send to the other nodes, and where to say that
-/// something could not be sent.
+/// Whether something may not have reached the other nodes since the last resync: set by a
+/// relay whose queue was full, by a publish that failed, and by a reconnection (whatever was in
+/// flight on the old connection is gone); taken by the transport, which then sends a resync.
+#[derive(Debug, Clone, Default)]
+pub struct Loss(Arc<AtomicBool>);
+
+impl Loss {
+    /// Records a loss (once in the log until the next resync).
+    pub fn record(&self) {
+        metrics::counter!("haven_bus_dropped_total").increment(1);
+        if !self.0.swap(true, Ordering::SeqCst) {
+            tracing::warn!("a message may not have reached the other nodes: their sockets will resume");
+        }
+    }
+
+    /// Whether a loss was recorded since the last call; clears it.
+    pub fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// The other end of a [`RelayBus`]: what to send to the other nodes, in order, and the record
+/// of what may not have reached them.
 #[derive(Debug)]
 pub struct Outgoing {
     /// Messages in their wire form, in order.
     pub rx: mpsc::Receiver<Vec<u8>>,
-    lost: Arc<AtomicBool>,
+    /// Set when something may not have reached the other nodes: the transport sends
+    /// [`BusMessage::Resync`] (`Outgoing::RESYNC`) before anything else, and at once.
+    pub loss: Loss,
 }
 
 impl Outgoing {
-    /// Records that a message did not reach the other nodes: the relay then tells them to
-    /// resync before its next message.
-    pub fn lost_one(&self) {
-        lost(&self.lost);
-    }
-}
-
-fn lost(flag: &AtomicBool) {
-    metrics::counter!("haven_bus_dropped_total").increment(1);
-    if !flag.swap(true, Ordering::SeqCst) {
-        tracing::warn!("a message did not reach the other nodes: their sockets will resume");
-    }
+    /// The wire form of [`BusMessage::Resync`].
+    pub const RESYNC: &'static [u8] = br#"{"t":"resync"}"#;
 }
 
 impl RelayBus {
     /// A relay in front of `hub`, queueing up to `capacity` messages for the other nodes.
     pub fn new(hub: Arc<Hub>, capacity: usize) -> (Self, Outgoing) {
         let (out, rx) = mpsc::channel(capacity.max(1));
-        let lost = Arc::new(AtomicBool::new(false));
-        (Self { hub, out, lost: lost.clone() }, Outgoing { rx, lost })
+        let loss = Loss::default();
+        (Self { hub, out, loss: loss.clone() }, Outgoing { rx, loss })
     }
 }
 
@@ -211,19 +226,12 @@ impl Bus for RelayBus {
     fn publish(&self, msg: BusMessage) {
         let wire = msg.to_wire();
         self.hub.apply(msg);
-        let Some(bytes) = wire else { return };
-        // After a loss, the other nodes' sockets resume (they may have missed an event, which
-        // would otherwise show only with the next one of its conversation) before anything else
-        // is sent; until the resync itself is queued, nothing else is.
-        if self.lost.load(Ordering::SeqCst) {
-            let resync = BusMessage::Resync.to_wire().expect("a resync has a wire form");
-            if self.out.try_send(resync).is_err() {
-                return lost(&self.lost);
-            }
-            self.lost.store(false, Ordering::SeqCst);
-        }
-        if self.out.try_send(bytes).is_err() {
-            lost(&self.lost);
+        if let Some(bytes) = wire
+            && self.out.try_send(bytes).is_err()
+        {
+            // The other nodes' sockets would learn of it only with the next event of its
+            // conversation: the transport tells them to resume instead.
+            self.loss.record();
         }
     }
 }
@@ -425,10 +433,12 @@ mod tests {
             BusMessage::from_wire(&wire),
             Ok(BusMessage::Deliver { out: Outbound::Hint { seq: 5, .. }, .. })
         ));
-        // A full queue loses a message: the next thing the others hear is a resync.
+        // A full queue loses a message: the loss is recorded (once) for the transport to take.
         for seq in 6..=8 {
             relay.publish(BusMessage::Deliver { recipients: vec![uid(1)], out: event(seq) });
         }
+        assert!(others.loss.take());
+        assert!(!others.loss.take(), "taken once");
         let heard = |w: Vec<u8>| BusMessage::from_wire(&w).unwrap();
         assert!(matches!(
             heard(others.rx.recv().await.unwrap()),
@@ -438,23 +448,17 @@ mod tests {
             heard(others.rx.recv().await.unwrap()),
             BusMessage::Deliver { out: Outbound::Hint { seq: 7, .. }, .. }
         ));
-        relay.publish(BusMessage::Deliver { recipients: vec![uid(1)], out: event(9) });
-        assert!(matches!(heard(others.rx.recv().await.unwrap()), BusMessage::Resync));
-        assert!(matches!(
-            heard(others.rx.recv().await.unwrap()),
-            BusMessage::Deliver { out: Outbound::Hint { seq: 9, .. }, .. }
-        ));
-        // So does a loss on the transport's side.
-        others.lost_one();
-        relay.publish(BusMessage::Deliver { recipients: vec![uid(1)], out: event(10) });
-        assert!(matches!(heard(others.rx.recv().await.unwrap()), BusMessage::Resync));
+        assert!(matches!(heard(Outgoing::RESYNC.to_vec()), BusMessage::Resync));
+        assert_eq!(BusMessage::Resync.to_wire().unwrap(), Outgoing::RESYNC);
+        others.loss.record();
+        assert!(others.loss.take());
         // A resync closes every socket here, so each client resumes.
         hub.apply(BusMessage::Resync);
         let mut got = Vec::new();
         while let Some(o) = mine.rx.recv().await {
             got.push(o);
         }
-        assert_eq!(got.len(), 5, "the queued events (6 to 10), then the end of the queue");
+        assert_eq!(got.len(), 3, "the queued events (6 to 8), then the end of the queue");
         assert_eq!(hub.connections(), 0);
     }
 

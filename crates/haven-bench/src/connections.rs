@@ -15,7 +15,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -179,11 +179,12 @@ pub fn hold(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A holder process; killed when dropped.
-struct Holder(Child);
+/// A holder process and its stdin, whose end tells it to let go; killed when dropped.
+struct Holder(Child, Option<ChildStdin>);
 
 impl Drop for Holder {
     fn drop(&mut self) {
+        drop(self.1.take());
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -200,11 +201,8 @@ fn spawn_holder(job: &HoldJob) -> anyhow::Result<(Holder, BufReader<ChildStdout>
         .context("starting a holder of sockets")?;
     let mut stdin = child.stdin.take().expect("piped");
     let out = BufReader::new(child.stdout.take().expect("piped"));
-    let holder = Holder(child);
     stdin.write_all(format!("{}\n", serde_json::to_string(job)?).as_bytes())?;
-    // Kept open (leaked into the child's lifetime): its end tells the holder to let go.
-    std::mem::forget(stdin);
-    Ok((holder, out))
+    Ok((Holder(child, Some(stdin)), out))
 }
 
 /// Runs the scenario.
@@ -274,8 +272,8 @@ fn measure(ctx: &Ctx, servers: &[Server], a: &ConnectionsArgs, fd_limit: u64) ->
         let total: u64 = nodes.iter().sum();
         let per_socket =
             if sockets == 0 { 0.0 } else { total.saturating_sub(baseline) as f64 / sockets as f64 };
-        // What each node counts (the stream's own sockets included): the holders' sockets are
-        // open, and where.
+        // What each node counts (a stream socket whose close it has not yet seen included):
+        // the holders' sockets are open, and where.
         let node_sockets: Vec<f64> = servers
             .iter()
             .map(|s| crate::server::counter(&crate::metrics(ctx, s), "haven_websockets"))

@@ -266,6 +266,24 @@ async fn two_nodes_deliver_to_each_others_sockets_through_nats_with_ids_only() {
     assert!(heard.contains(&format!("MSG {SUBJECT}")), "nothing crossed NATS: {heard}");
     assert!(heard.contains(&conv_id), "no hint of the conversation crossed NATS: {heard}");
     assert!(!heard.contains("canary") && !heard.contains("potassium"), "content crossed NATS: {heard}");
+
+    // Without NATS, node B would hear nothing from node A: its sockets close (as too slow, 4008),
+    // and their clients resume.
+    let mut nats = cleanup.children.remove(0);
+    nats.kill().unwrap();
+    nats.wait().unwrap();
+    let closed = loop {
+        match next(&mut bob_on_b).await {
+            Message::Close(frame) => break frame,
+            Message::Text(_) | Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("bob's socket on node B: {other:?}"),
+        }
+    };
+    assert_eq!(
+        closed.map(|f| u16::from(f.code)),
+        Some(4008),
+        "the socket was not closed when NATS went away"
+    );
 }
 
 #[test]
