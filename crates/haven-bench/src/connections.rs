@@ -264,11 +264,10 @@ fn measure(ctx: &Ctx, servers: &[Server], a: &ConnectionsArgs, fd_limit: u64) ->
         .map(|s| s.base.trim_start_matches("http://").parse::<SocketAddr>())
         .collect::<Result<Vec<_>, _>>()
         .context("the server's address")?;
-    let rss = || servers.iter().map(Server::rss_kib).collect::<Vec<u64>>();
     // A first stream with no idle sockets: the baseline of memory and latency.
     let step = |sockets: usize, baseline: u64| -> anyhow::Result<(Value, u64)> {
         let mut r = crate::chat_load(ctx, first, stream_users, &chat_args)?;
-        let nodes = rss();
+        let nodes: Vec<u64> = servers.iter().map(Server::rss_kib).collect();
         let total: u64 = nodes.iter().sum();
         let per_socket =
             if sockets == 0 { 0.0 } else { total.saturating_sub(baseline) as f64 / sockets as f64 };
@@ -299,27 +298,7 @@ fn measure(ctx: &Ctx, servers: &[Server], a: &ConnectionsArgs, fd_limit: u64) ->
             let server_of = |i: usize| addrs[i % addrs.len()];
             ctx.rt.block_on(open_sockets(server_of, &tokens, open..target, &bar))?;
         } else {
-            // Node k takes the k-th contiguous share of this step, in holders of `per_holder`.
-            let share = (target - open).div_ceil(addrs.len());
-            let mut started = Vec::new();
-            for (k, server) in addrs.iter().enumerate() {
-                let mut from = open + k * share;
-                let end = (from + share).min(target);
-                while from < end {
-                    let count = (end - from).min(per_holder);
-                    let job = HoldJob { server: *server, tokens: tokens.clone(), first: from, count };
-                    started.push((count, spawn_holder(&job)?));
-                    from += count;
-                }
-            }
-            for (count, (holder, mut out)) in started {
-                let mut line = String::new();
-                if out.read_line(&mut line)? == 0 || !line.starts_with("opened") {
-                    bail!("a holder of {count} sockets failed (its error is above)");
-                }
-                bar.inc(count as u64);
-                holders.push(holder);
-            }
+            holders.extend(open_in_holders(&addrs, &tokens, open..target, per_holder, &bar)?);
         }
         bar.finish_and_clear();
         open = target;
@@ -329,6 +308,39 @@ fn measure(ctx: &Ctx, servers: &[Server], a: &ConnectionsArgs, fd_limit: u64) ->
     }
     drop(holders);
     Ok(steps)
+}
+
+/// Opens the sockets numbered `range` in holder processes of at most `per_holder` each: node
+/// `k` of `addrs` takes the `k`-th contiguous share. Returns the holders once all have opened.
+fn open_in_holders(
+    addrs: &[SocketAddr],
+    tokens: &[String],
+    range: Range<usize>,
+    per_holder: usize,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<Vec<Holder>> {
+    let share = range.len().div_ceil(addrs.len());
+    let mut started = Vec::new();
+    for (k, server) in addrs.iter().enumerate() {
+        let mut from = range.start + k * share;
+        let end = (from + share).min(range.end);
+        while from < end {
+            let count = (end - from).min(per_holder);
+            let job = HoldJob { server: *server, tokens: tokens.to_vec(), first: from, count };
+            started.push((count, spawn_holder(&job)?));
+            from += count;
+        }
+    }
+    let mut holders = Vec::new();
+    for (count, (holder, mut out)) in started {
+        let mut line = String::new();
+        if out.read_line(&mut line)? == 0 || !line.starts_with("opened") {
+            bail!("a holder of {count} sockets failed (its error is above)");
+        }
+        bar.inc(count as u64);
+        holders.push(holder);
+    }
+    Ok(holders)
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ impl Server {
 
     /// Starts `haven serve` on a free loopback port.
     pub fn start(haven: &Path, data_dir: &Path, database_url: Option<String>) -> anyhow::Result<Self> {
-        Self::start_at(haven, data_dir, database_url, "127.0.0.1:0", Vec::new())
+        Self::start_with(haven, data_dir, database_url, Vec::new())
     }
 
     /// Starts `haven serve` on a free loopback port with more settings in `env` (a cluster

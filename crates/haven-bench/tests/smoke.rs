@@ -257,27 +257,51 @@ impl Drop for Nats {
     }
 }
 
+/// A PostgreSQL database of the test's own, dropped when the test ends (also when it fails).
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    fn create(admin: &str, name: &str) -> Self {
+        let db = Self {
+            admin: admin.to_owned(),
+            name: name.to_owned(),
+            url: format!("{}/{name}", &admin[..admin.rfind('/').unwrap()]),
+        };
+        assert!(db.psql(&format!("CREATE DATABASE {name}")));
+        db
+    }
+
+    fn psql(&self, sql: &str) -> bool {
+        Command::new("psql").args(["-q", &self.admin, "-c", sql]).status().unwrap().success()
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        self.psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
 #[test]
 fn connections_across_two_nodes_are_held_by_child_processes_and_the_stream_crosses_nats() {
     let haven = binaries().1;
     let nats = Nats::start();
     let admin = std::env::var("HAVEN_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let name = format!("havenbench_nodes_{}", std::process::id());
-    let psql = |sql: &str| Command::new("psql").args(["-q", &admin, "-c", sql]).output().unwrap();
-    assert!(psql(&format!("CREATE DATABASE {name}")).status.success());
-    let url = format!("{}/{name}", &admin[..admin.rfind('/').unwrap()]);
-    let out = Command::new(binaries().0)
-        .args(["--haven", haven.to_str().unwrap(), "--database-url", &url, "connections"])
-        .args(["--max", "240", "--step", "120", "--users", "6", "--stream-messages", "40"])
-        .args(["--stream-rate", "40", "--nodes", "2", "--per-process", "50"])
-        .args(["--nats-url", &format!("nats://127.0.0.1:{}", nats.1)])
-        .output()
-        .unwrap();
-    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let db = Database::create(&admin, &format!("havenbench_nodes_{}", std::process::id()));
+    let nats_url = format!("nats://127.0.0.1:{}", nats.1);
+    let json = run_bench(
+        &[
+            &["--haven", haven.to_str().unwrap(), "--database-url", &db.url, "connections"][..],
+            &["--max", "240", "--step", "120", "--users", "6", "--stream-messages", "40"],
+            &["--stream-rate", "40", "--nodes", "2", "--per-process", "50", "--nats-url", &nats_url],
+        ]
+        .concat(),
+    );
     assert_eq!(json["params"]["nodes"], 2);
     let steps = json["results"]["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 3, "{json}");

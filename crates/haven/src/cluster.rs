@@ -47,8 +47,12 @@ pub async fn join(app: App, conf: &ClusterConf, node_name: &str) -> anyhow::Resu
     let (address, options) = options(url, node_name)?;
     let hub = app.hub().clone();
     let (app, mut outgoing) = app.with_relay(RELAY_QUEUE);
-    let events = Events { hub: hub.clone(), loss: outgoing.loss.clone(), ..Events::default() };
-    let events = Arc::new(events);
+    let events = Arc::new(Events {
+        hub: hub.clone(),
+        loss: outgoing.loss.clone(),
+        connected_once: AtomicBool::new(false),
+        warned_behind: AtomicU64::new(0),
+    });
     let client = options
         .event_callback(move |event| {
             let events = events.clone();
@@ -128,7 +132,6 @@ fn decode(s: &str) -> String {
 }
 
 /// What the node does on the NATS connection's events.
-#[derive(Default)]
 struct Events {
     hub: Arc<Hub>,
     loss: Loss,

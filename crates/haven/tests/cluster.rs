@@ -129,16 +129,18 @@ fn eavesdrop(port: u16) -> Arc<Mutex<Vec<u8>>> {
     seen
 }
 
+/// POSTs `body` to `url` (as the holder of `token`, if any) and reads the JSON answer.
+async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> Value {
+    let mut req = http.post(url).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 async fn sign_in(http: &reqwest::Client, base: &str, name: &str) -> (String, String) {
-    let v: Value = http
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"username": name, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"username": name, "password": PASSWORD});
+    let v = post(http, format!("{base}/api/v1/auth/login"), None, body).await;
     let token = v["token"].as_str().unwrap_or_else(|| panic!("no token: {v}")).to_owned();
     let me: Value =
         http.get(format!("{base}/api/v1/me")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
@@ -158,6 +160,17 @@ async fn socket(base: &str, token: &str) -> Ws {
             Some(Ok(Message::Text(t))) if t.contains("\"ready\"") => return ws,
             Some(Ok(_)) => {}
             other => panic!("the socket ended before ready: {other:?}"),
+        }
+    }
+}
+
+/// The close code `ws` ends with, skipping any frames before it.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match next(ws).await {
+            Message::Close(frame) => return frame.map(|f| u16::from(f.code)),
+            Message::Text(_) | Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("before the close: {other:?}"),
         }
     }
 }
@@ -220,16 +233,8 @@ async fn two_nodes_deliver_to_each_others_sockets_through_nats_with_ids_only() {
     let mut alice_on_b = socket(&b, &alice).await;
 
     // Sent on node A, delivered on node B.
-    let conv: Value = http
-        .post(format!("{a}/api/v1/conversations"))
-        .bearer_auth(&alice)
-        .json(&json!({"kind": "direct", "members": [bob_id]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"kind": "direct", "members": [bob_id]});
+    let conv = post(&http, format!("{a}/api/v1/conversations"), Some(&alice), body).await;
     let conv_id = conv["id"].as_str().unwrap_or_else(|| panic!("no conversation: {conv}")).to_owned();
     let sent = http
         .post(format!("{a}/api/v1/conversations/{conv_id}/messages"))
@@ -251,14 +256,7 @@ async fn two_nodes_deliver_to_each_others_sockets_through_nats_with_ids_only() {
     // A sign-out on node A closes the session's socket on node B.
     let out = http.post(format!("{a}/api/v1/auth/logout")).bearer_auth(&alice).send().await.unwrap();
     assert!(out.status().is_success(), "{}", out.status());
-    let closed = loop {
-        match next(&mut alice_on_b).await {
-            Message::Close(frame) => break frame,
-            Message::Text(_) | Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("alice's socket on node B: {other:?}"),
-        }
-    };
-    assert_eq!(closed.map(|f| u16::from(f.code)), Some(4001), "the session's socket was not closed");
+    assert_eq!(close_code(&mut alice_on_b).await, Some(4001), "the session's socket was not closed");
 
     // NATS carried the conversation's id, never the message's content.
     std::thread::sleep(Duration::from_millis(200));
@@ -272,18 +270,8 @@ async fn two_nodes_deliver_to_each_others_sockets_through_nats_with_ids_only() {
     let mut nats = cleanup.children.remove(0);
     nats.kill().unwrap();
     nats.wait().unwrap();
-    let closed = loop {
-        match next(&mut bob_on_b).await {
-            Message::Close(frame) => break frame,
-            Message::Text(_) | Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("bob's socket on node B: {other:?}"),
-        }
-    };
-    assert_eq!(
-        closed.map(|f| u16::from(f.code)),
-        Some(4008),
-        "the socket was not closed when NATS went away"
-    );
+    let code = close_code(&mut bob_on_b).await;
+    assert_eq!(code, Some(4008), "the socket was not closed when NATS went away");
 }
 
 #[test]
